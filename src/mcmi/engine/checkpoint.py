@@ -1,0 +1,187 @@
+"""Crash-safe checkpoint files: atomic writes, a kept previous version, and validated loading.
+
+Writing (:func:`save_checkpoint`): the state goes to a temporary file in the target's folder,
+is fsync'ed, the current file (if any) is kept as ``<stem>.prev<suffix>`` (``last.pt`` ->
+``last.prev.pt``), and the temporary file is renamed over the target with ``os.replace``. At
+every instant the target is either the old complete file or the new complete file, and the
+previous good version survives a crash at any point.
+
+Reading (:func:`load_checkpoint`): ``torch.load(weights_only=True)`` (no arbitrary unpickling),
+then checks that the file is an mcmi checkpoint of a supported format version and, if asked,
+that it belongs to the expected model/method/number of classes. Every failure is a
+:class:`CheckpointError` naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mcmi-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, unreadable, foreign or of another model/run."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where the previous version of a checkpoint is kept: ``last.pt`` -> ``last.prev.pt``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.prev{p.suffix}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace a text file atomically (temporary file in the same folder, fsync, ``os.replace``)."""
+    _atomic_write(Path(path), lambda f: f.write(text), "w")
+
+
+def _keep_previous(path: Path) -> None:
+    """Make ``previous_path(path)`` a complete copy of ``path`` without ever removing ``path``."""
+    prev = previous_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{prev.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(path, tmp)  # same inode: instant, and path stays in place
+        except OSError:
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, prev)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], keep_previous: bool = True) -> Path:
+    """Write ``state`` (plus format marker and version) to ``path`` atomically; return the path.
+
+    With ``keep_previous`` an existing ``path`` is first kept as :func:`previous_path`.
+    ``state`` should hold only tensors, numbers, strings, ``None`` and lists/tuples/dicts of
+    those, so that it loads with ``weights_only=True``.
+    """
+    path = Path(path)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if keep_previous and path.exists():
+        _keep_previous(path)
+    _atomic_write(path, lambda f: torch.save(payload, f), "wb")
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    expected: Mapping[str, Any] | None = None,
+    map_location: Any = "cpu",
+    weights_only: bool = True,
+) -> dict[str, Any]:
+    """Read and validate a checkpoint written by :func:`save_checkpoint`.
+
+    ``expected`` maps keys of the checkpoint's ``meta`` dict (e.g. ``model``, ``num_classes``,
+    ``method``) to required values; any difference raises :class:`CheckpointError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(path, "empty file (a write was interrupted?)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as e:  # noqa: BLE001 - every way of failing means the same to the caller
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        unsafe = [ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler" in ln]
+        msg = (unsafe or lines or [""])[0]
+        if unsafe:
+            reason = (
+                "holds objects that weights_only loading refuses (not written by mcmi, or a loader "
+                f"state with objects other than tensors/numbers/strings/containers): {msg}"
+            )
+        else:
+            reason = f"truncated, corrupt or not a torch file ({type(e).__name__}: {msg})"
+        raise CheckpointError(path, reason) from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        what = f"a {type(state).__name__}" if not isinstance(state, dict) else f"a dict with keys {sorted(map(str, state))[:8]}"
+        raise CheckpointError(path, f"not an mcmi checkpoint (no {FORMAT!r} marker; found {what})")
+    version = state.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise CheckpointError(path, f"unsupported checkpoint format version {version!r} (this mcmi reads 1..{FORMAT_VERSION})")
+    if expected:
+        meta = state.get("meta", {})
+        wrong = [f"{k}={meta.get(k, '<missing>')!r} (expected {v!r})" for k, v in expected.items() if meta.get(k) != v]
+        if wrong:
+            raise CheckpointError(path, "checkpoint of another run: " + ", ".join(wrong))
+    return state
+
+
+def load_latest_checkpoint(
+    path: str | os.PathLike, expected: Mapping[str, Any] | None = None, map_location: Any = "cpu"
+) -> tuple[dict[str, Any], Path]:
+    """Load ``path``, or its kept previous version if ``path`` is missing or damaged.
+
+    Returns the state and the file it came from; raises :class:`CheckpointError` listing both
+    files' problems if neither loads.
+    """
+    try:
+        return load_checkpoint(path, expected, map_location), Path(path)
+    except CheckpointError as first:
+        prev = previous_path(path)
+        try:
+            state = load_checkpoint(prev, expected, map_location)
+        except CheckpointError as second:
+            raise CheckpointError(path, f"{first.reason}; previous version {prev}: {second.reason}") from first
+        logger.warning("%s; falling back to the previous checkpoint %s", first, prev)
+        return state, prev
+
+
+def model_state_from_checkpoint(state: Mapping[str, Any], prefix: str = "model.") -> dict[str, Any]:
+    """The trained model's own ``state_dict`` from a checkpoint's method state (``method.model``)."""
+    method_state = state["method"]
+    return {k[len(prefix):]: v for k, v in method_state.items() if k.startswith(prefix)}

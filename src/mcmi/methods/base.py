@@ -1,0 +1,106 @@
+"""The one interface of every training objective: teachers (MLL, MCMI) and distillers alike.
+
+The trainer calls ``out = method(batch)`` and backpropagates ``sum(out.losses.values())``;
+it never asks which method it runs (mdistiller's design, without its name branches).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from mcmi.models.base import FeatureModel
+from mcmi.registry import Registry
+
+METHODS: Registry = Registry("method")
+register_method = METHODS.register
+
+Batch = Mapping[str, Tensor]
+
+
+@dataclass
+class StepOutput:
+    """What one training step of a method produces: the trained model's logits and named losses
+    (each already weighted; their sum is what is minimized)."""
+
+    logits: Tensor
+    losses: dict[str, Tensor]
+
+    @property
+    def total(self) -> Tensor:
+        return torch.stack(list(self.losses.values())).sum()
+
+
+class Method(nn.Module):
+    """A training objective for ``self.model``.
+
+    Subclasses implement :meth:`forward`. Extra trainable modules (connectors, embeddings,
+    auxiliary heads) are ordinary submodules, so ``method.trainable_parameters()`` hands them to
+    the optimizer and ``method.state_dict()`` puts them into checkpoints without per-method code.
+
+    ``batch_keys`` lists the fields a method needs beyond ``image``/``label`` (e.g. CRD needs
+    ``index``); data loaders always provide ``index``.
+    """
+
+    batch_keys: tuple[str, ...] = ("image", "label")
+
+    def __init__(self, model: FeatureModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def prepare(self, loader: Iterable[Batch]) -> None:
+        """One-off setup before training (MCMI centroids, CRD memory bank, ...). Default: none."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def extra_state_for_checkpoint(self) -> dict[str, Any]:
+        """Non-parameter state that must survive a resume (buffers are saved automatically)."""
+        return {}
+
+
+class Distiller(Method):
+    """A method with a frozen teacher: kept in eval mode, no gradients, excluded from the optimizer.
+
+    The teacher is stored outside ``_modules`` bookkeeping for the optimizer via
+    ``requires_grad_(False)``; it stays a submodule so ``.to(device)`` moves it.
+    """
+
+    def __init__(self, student: FeatureModel, teacher: FeatureModel) -> None:
+        super().__init__(student)
+        if getattr(student, "num_classes", None) != getattr(teacher, "num_classes", None):
+            raise ValueError(
+                f"student and teacher disagree on the number of classes: student "
+                f"{getattr(student, 'num_classes', '?')}, teacher {getattr(teacher, 'num_classes', '?')}"
+            )
+        self.teacher = teacher
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+
+    @property
+    def student(self) -> FeatureModel:
+        return self.model
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        self.teacher.eval()  # batch-norm statistics of the teacher must never move
+        return self
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # The teacher is an input, not a result: checkpoints hold the student and extra heads.
+        full = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        return {k: v for k, v in full.items() if not k.startswith(prefix + "teacher.")}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
+        return super().load_state_dict({**state_dict, **teacher_state}, strict=strict, assign=assign)
+
+    @torch.no_grad()
+    def teacher_forward(self, x: Tensor):
+        return self.teacher.forward_features(x)

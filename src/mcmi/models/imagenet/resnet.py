@@ -1,0 +1,119 @@
+"""ImageNet ResNet-18/34/50 (He et al., "Deep Residual Learning for Image Recognition",
+CVPR 2016) in torchvision's layout (stride on the 3x3 conv of the bottleneck, "ResNet v1.5").
+
+State-dict keys follow torchvision's ``resnet18/34/50`` except the final layer, named
+``classifier`` here (``fc`` there), so torchvision checkpoints load after renaming ``fc.*``.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from mcmi.models._util import global_avg_pool, init_weights_
+from mcmi.models.base import FeatureModel, Features, register_model
+from mcmi.models.cifar.resnet import BasicBlock, run_stage
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce-BN-ReLU, 3x3 (strided) conv-BN-ReLU, 1x1 expand (x4)-BN, plus shortcut, ReLU."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        out_ch = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_ch, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+
+    def residual_sum(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return out + shortcut
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.residual_sum(x).relu_()
+
+    def forward_preact(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        pre = self.residual_sum(x)
+        return F.relu(pre), pre
+
+
+class ImageNetResNet(FeatureModel):
+    """7x7/2 stem conv-BN-ReLU, 3x3/2 max-pool, four stages (strides 1, 2, 2, 2), global average
+    pooling, linear classifier.
+
+    ``Features.stages`` = [stem before the max-pool (1/2 resolution, as mdistiller's ImageNet
+    ResNet), stage1 (1/4), stage2 (1/8), stage3 (1/16), stage4 (1/32)]; ``preact`` = the same
+    before their final ReLU.
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: tuple[int, int, int, int],
+        num_classes: int,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        in_ch = 64
+        stages = []
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            blocks = []
+            for j in range(n):
+                blocks.append(block(in_ch, planes, 2 if (i > 0 and j == 0) else 1))
+                in_ch = planes * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.classifier = nn.Linear(in_ch, num_classes)
+        self.stage_channels = [64] + [p * block.expansion for p in (64, 128, 256, 512)]
+        self.num_features = in_ch
+        self.num_classes = num_classes
+        init_weights_(self)
+        if zero_init_residual:  # torchvision's option: each residual branch starts at zero
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def forward_features(self, x: Tensor) -> Features:
+        pre = self.bn1(self.conv1(x))
+        x = F.relu(pre)
+        stages, preact = [x], [pre]
+        x = self.maxpool(x)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x, pre = run_stage(stage, x)
+            stages.append(x)
+            preact.append(pre)
+        pooled = global_avg_pool(x)
+        return Features(self.classifier(pooled), stages, preact, pooled)
+
+
+@register_model("imagenet_resnet18")
+def imagenet_resnet18(num_classes: int, **kwargs) -> ImageNetResNet:
+    return ImageNetResNet(BasicBlock, (2, 2, 2, 2), num_classes, **kwargs)
+
+
+@register_model("imagenet_resnet34")
+def imagenet_resnet34(num_classes: int, **kwargs) -> ImageNetResNet:
+    return ImageNetResNet(BasicBlock, (3, 4, 6, 3), num_classes, **kwargs)
+
+
+@register_model("imagenet_resnet50")
+def imagenet_resnet50(num_classes: int, **kwargs) -> ImageNetResNet:
+    return ImageNetResNet(Bottleneck, (3, 4, 6, 3), num_classes, **kwargs)
