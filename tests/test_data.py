@@ -11,11 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-try:
-    import mcmi  # noqa: F401
-except ImportError:  # running from a checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 from PIL import Image
 
 from mcmi.data import (
@@ -123,7 +118,7 @@ def test_cifar10_reads_pickles(tmp_path, byte_keys):
     assert train.images.shape == (20, 3, 32, 32) and train.images.dtype == torch.uint8
     assert train.images.is_contiguous() and train.labels.dtype == torch.int64
     data = np.concatenate([batches[f"data_batch_{i}"][0] for i in range(1, 6)])
-    labels = sum((batches[f"data_batch_{i}"][1] for i in range(1, 6)), [])
+    labels = [y for i in range(1, 6) for y in batches[f"data_batch_{i}"][1]]
     # pixel (c, r, col) of image k is data[k, c * 1024 + r * 32 + col]
     k, c, r, col = 7, 2, 5, 30
     assert int(train.images[k, c, r, col]) == int(data[k, c * 1024 + r * 32 + col])
@@ -151,7 +146,7 @@ def test_cifar_errors_name_the_path(tmp_path, monkeypatch):
                                         r".*cifar-100-python") as e:
         load_cifar100(tmp_path, "train")
     assert str(tmp_path) in str(e.value)
-    with pytest.raises(DataError, match="data_batch_1..data_batch_5"):
+    with pytest.raises(DataError, match=r"data_batch_1\.\.data_batch_5"):
         load_dataset("cifar10", "train", root=tmp_path)
     monkeypatch.delenv("MCMI_DATA_DIR", raising=False)
     with pytest.raises(DataError, match="MCMI_DATA_DIR"):
@@ -160,7 +155,7 @@ def test_cifar_errors_name_the_path(tmp_path, monkeypatch):
     make_cifar10(tmp_path)
     folder = tmp_path / "cifar-10-batches-py"
     (folder / "data_batch_3").write_bytes(b"\x80\x02garbage")  # corrupt pickle
-    with pytest.raises(DataError, match="corrupt CIFAR pickle .*data_batch_3"):
+    with pytest.raises(DataError, match=r"corrupt CIFAR pickle .*data_batch_3"):
         load_cifar10(tmp_path, "train")
     (folder / "data_batch_3").unlink()
     with pytest.raises(DataError, match="missing data_batch_3"):
@@ -226,12 +221,12 @@ def test_image_folder_errors(tmp_path):
         load_image_folder(tmp_path / "nope", "train")
     bad = root / "train" / "dog" / "broken.JPEG"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
-    with pytest.raises(DataError, match="broken.JPEG"):
+    with pytest.raises(DataError, match=r"broken\.JPEG"):
         load_image_folder(root, "train", image_size=8)
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, format="JPEG")
     bad.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])  # truncated JPEG
-    with pytest.raises(DataError, match="broken.JPEG"):
+    with pytest.raises(DataError, match=r"broken\.JPEG"):
         load_image_folder(root, "train", image_size=8, lazy=True).get_images([3, 4, 5])
     bad.unlink()
     (root / "train" / "fox").mkdir()
@@ -269,9 +264,9 @@ def test_npz_loader(tmp_path):
     with pytest.raises(DataError, match=r"labels out of range in .*range.npz"):
         load_npz(tmp_path / "range.npz", "train")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="junk.npz"):
+    with pytest.raises(DataError, match=r"junk\.npz"):
         load_npz(tmp_path / "junk.npz")
-    with pytest.raises(DataError, match="absent.npz"):
+    with pytest.raises(DataError, match=r"absent\.npz"):
         load_npz(tmp_path / "absent.npz")
     np.savez(tmp_path / "gray.npz", x_train=x[..., 0], y_train=np.zeros(5, int))
     with pytest.raises(DataError, match=r"gray.npz.*uint8 \(N, H, W, 3\)"):
@@ -304,7 +299,8 @@ def test_stats():
     x = ds.images.double() / 255
     mean, std = dataset_stats(ds)
     assert mean == pytest.approx(x.mean((0, 2, 3)).tolist())
-    assert std == pytest.approx(x.permute(1, 0, 2, 3).reshape(3, -1).std(1, unbiased=False).tolist())
+    pixels = x.permute(1, 0, 2, 3).reshape(3, -1)
+    assert std == pytest.approx(pixels.std(1, unbiased=False).tolist())
     batched, whole = compute_stats(ds, batch_size=4), compute_stats(ds)
     assert batched.mean == pytest.approx(whole.mean) and batched.std == pytest.approx(whole.std)
 
@@ -432,7 +428,7 @@ def test_loader_order_is_reproducible_per_epoch():
     assert order(TensorLoader(ds, 7, shuffle=True, seed=6), 0) != e0
     assert a.epoch_order(1).tolist() == e1
     aug = [TensorLoader(ds, 7, shuffle=True, augment=True, seed=5) for _ in range(2)]
-    for x, y in zip(*aug):
+    for x, y in zip(*aug, strict=True):
         assert torch.equal(x["image"], y["image"])
 
 
@@ -446,7 +442,7 @@ def test_loader_ddp_shards(n, world):
         shards.append(torch.cat([b["index"] for b in loader]).tolist())
     per = math.ceil(n / world)
     assert all(len(s) == per for s in shards)
-    flat = sum(shards, [])
+    flat = [i for s in shards for i in s]
     assert sorted(set(flat)) == list(range(n))
     assert len(flat) - len(set(flat)) == per * world - n  # only the padding repeats
     # unshuffled shards are exactly torch's DistributedSampler
@@ -472,7 +468,7 @@ def test_loader_subset_indices_and_masks():
 
 def test_loader_resume_mid_epoch():
     ds = tiny_dataset(40, size=16)
-    kw = dict(batch_size=6, shuffle=True, augment=True, seed=11, return_params=True)
+    kw = {"batch_size": 6, "shuffle": True, "augment": True, "seed": 11, "return_params": True}
     first = TensorLoader(ds, **kw)
     first.set_epoch(3)
     it = iter(first)
@@ -487,7 +483,7 @@ def test_loader_resume_mid_epoch():
     resumed.set_epoch(3)  # a training loop re-entering the epoch keeps the position
     again = list(resumed)
     assert len(again) == len(rest) == len(first) - 3
-    for x, y in zip(rest, again):
+    for x, y in zip(rest, again, strict=True):
         assert torch.equal(x["index"], y["index"]) and torch.equal(x["image"], y["image"])
         assert torch.equal(x["params"].top, y["params"].top)
     assert resumed.state_dict()["batch"] == len(resumed)
@@ -506,3 +502,31 @@ def test_loader_channels_last_and_image_dataset_checks():
         ImageDataset(ds.images, torch.full((8,), 3), ["a", "b", "c"], "bad")
     with pytest.raises(DataError, match="uint8"):
         ImageDataset(ds.images.float(), ds.labels, ["a", "b", "c"], "bad")
+
+
+def test_default_transforms_for_imagenet_sized_data():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, 256, 256), dtype=torch.uint8, generator=g)
+    ds = ImageDataset(images, torch.tensor([0, 1, 1]), ["a", "b"], "imagenet")
+    train = TensorLoader(ds, 2, shuffle=True, augment=True, seed=0)
+    assert isinstance(train.transform, RandomResizedCropFlip) and train.transform.size == 224
+    assert next(iter(train))["image"].shape == (2, 3, 224, 224)
+    test = TensorLoader(ds, 3, augment=False)
+    assert test.transform.center_crop == 224
+    mean, std = dataset_stats("imagenet")
+    expected = normalize(images[:, :, 16:240, 16:240], mean, std)
+    assert torch.allclose(next(iter(test))["image"], expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_loader_on_cuda_matches_cpu():
+    ds = tiny_dataset(20, size=32)
+    kw = {"batch_size": 8, "shuffle": True, "augment": True, "seed": 2}
+    for cpu, gpu in zip(TensorLoader(ds, **kw), TensorLoader(ds, device="cuda", **kw),
+                        strict=True):
+        assert gpu["image"].is_cuda and gpu["label"].is_cuda
+        assert torch.equal(cpu["index"], gpu["index"].cpu())
+        assert torch.allclose(cpu["image"], gpu["image"].cpu(), atol=1e-5)
+    on_gpu = TensorLoader(ds.to("cuda"), device="cuda", **kw)
+    assert next(iter(on_gpu))["image"].is_cuda

@@ -74,7 +74,7 @@ def build(cls: type[T], data: Mapping[str, Any], source: str = "<config>", prefi
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]!r} for {cls.__name__}; known keys: {', '.join(sorted(fields))}"
+            f"{source}: unknown key '{prefix}{unknown[0]}' for {cls.__name__}; known keys: {', '.join(sorted(fields))}"
         )
     kwargs = {k: _coerce(hints[k], v, source, prefix + k) for k, v in data.items()}
     try:

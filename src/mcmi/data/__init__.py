@@ -42,10 +42,10 @@ from mcmi.data.transforms import (
 
 __all__ = [
     "BUNDLED",
-    "CIFAR100_CLASSES",
     "CIFAR10_CLASSES",
-    "CropFlipParams",
+    "CIFAR100_CLASSES",
     "DATASETS",
+    "CropFlipParams",
     "DataError",
     "DatasetStats",
     "ImageDataset",

@@ -25,8 +25,9 @@ moved to the images' device, so results do not depend on where the images live.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -173,9 +174,9 @@ def sample_resized_crop(n: int, height: int, width: int,
     found = ok.any(1)
     in_ratio = width / height
     if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
+        fw, fh = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        fw, fh = int(round(height * max(ratio))), height
+        fw, fh = round(height * max(ratio)), height
     else:
         fw, fh = width, height
     w = torch.where(found, w.gather(1, first)[:, 0], fw)
@@ -229,8 +230,8 @@ def center_crop(images: Tensor, size: int | Sequence[int]) -> Tensor:
     h, w = images.shape[-2:]
     if oh > h or ow > w:
         raise ValueError(f"center_crop: {oh}x{ow} is larger than the images ({h}x{w})")
-    t, l = (h - oh) // 2, (w - ow) // 2
-    return images[..., t:t + oh, l:l + ow]
+    top, left = (h - oh) // 2, (w - ow) // 2
+    return images[..., top:top + oh, left:left + ow]
 
 
 def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float],

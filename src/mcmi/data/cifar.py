@@ -81,7 +81,8 @@ def read_cifar_pickle(path: str | os.PathLike) -> dict[str, Any]:
             obj = _SafeUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise DataError(f"missing CIFAR file {path}") from None
-    except Exception as e:  # any unpickling failure means a corrupt or foreign file
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError,
+            ImportError, IndexError, KeyError, MemoryError) as e:  # corrupt or foreign file
         raise DataError(f"corrupt CIFAR pickle {path}: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
         raise DataError(f"corrupt CIFAR pickle {path}: expected a dict, got {type(obj).__name__}")

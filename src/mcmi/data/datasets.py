@@ -8,14 +8,16 @@ Every loader returns an :class:`ImageDataset`: all images as one contiguous uint
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from mcmi.data.stats import KNOWN_STATS, DatasetStats, compute_stats
 from mcmi.registry import Registry
 
 __all__ = ["BUNDLED", "DATASETS", "DataError", "DatasetStats", "ImageDataset", "compute_stats",
@@ -36,7 +38,7 @@ def normalize_split(split: str) -> str:
     raise ValueError(f"unknown split {split!r}: expected 'train' or 'test' ('val' means test)")
 
 
-@dataclass
+@dataclass(eq=False)
 class ImageDataset:
     """A labelled image data set held in memory.
 
@@ -84,11 +86,11 @@ class ImageDataset:
         """uint8 images (B, 3, H, W) at ``indices`` (an int64 tensor), on the images' device."""
         return self.images.index_select(0, indices.to(self.images.device))
 
-    def to(self, device: torch.device | str) -> "ImageDataset":
+    def to(self, device: torch.device | str) -> ImageDataset:
         """A copy with images and labels on ``device`` (still uint8), e.g. the whole set on GPU."""
         return ImageDataset(self.images.to(device), self.labels.to(device), self.classes, self.name)
 
-    def subset(self, indices: Sequence[int] | Tensor) -> "ImageDataset":
+    def subset(self, indices: Sequence[int] | Tensor) -> ImageDataset:
         """A new data set of the given rows (same classes and name)."""
         idx = torch.as_tensor(indices, dtype=torch.int64, device=self.images.device)
         return ImageDataset(self.images[idx], self.labels[idx.to(self.labels.device)],
@@ -142,18 +144,17 @@ def _data_root(name: str, root: str | os.PathLike | None) -> Path:
     return Path(root).expanduser()
 
 
-@DATASETS.register("cifar10")
-def _load_cifar10(split: str, root: Any = None, **kw: Any) -> ImageDataset:
-    from mcmi.data.cifar import load_cifar10
+def _cifar_loader(name: str) -> Callable[..., ImageDataset]:
+    def load(split: str, root: Any = None, **kw: Any) -> ImageDataset:
+        from mcmi.data import cifar
 
-    return load_cifar10(_data_root("cifar10", root), split, **kw)
+        return getattr(cifar, f"load_{name}")(_data_root(name, root), split, **kw)
+
+    return load
 
 
-@DATASETS.register("cifar100")
-def _load_cifar100(split: str, root: Any = None, **kw: Any) -> ImageDataset:
-    from mcmi.data.cifar import load_cifar100
-
-    return load_cifar100(_data_root("cifar100", root), split, **kw)
+for _name in ("cifar10", "cifar100"):
+    DATASETS.register(_name)(_cifar_loader(_name))
 
 
 @DATASETS.register("imagefolder")
@@ -191,8 +192,7 @@ def shared_data_dirs() -> list[Path]:
     """Candidate folders of the bundled archives, in search order.
 
     ``$MCMI_SHARED_DATA`` if set, then ``../shared/data`` relative to the working directory and
-    relative to the repository root. Each candidate may hold ``<name>.npz`` directly or under
-    ``data/``.
+    to the repository root. Each may hold ``<name>.npz`` directly or under ``data/``.
     """
     dirs = []
     env = os.environ.get("MCMI_SHARED_DATA")
@@ -235,67 +235,31 @@ for _name in BUNDLED:
 
 # --------------------------------------------------------------------------- stats
 
-class DatasetStats(NamedTuple):
-    """Per-channel mean and standard deviation of pixel values scaled to [0, 1]."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-_CIFAR10 = DatasetStats((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-_CIFAR100 = DatasetStats((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
-_IMAGENET = DatasetStats((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-KNOWN_STATS: dict[str, DatasetStats] = {
-    "cifar10": _CIFAR10, "cifar10-partial": _CIFAR10,
-    "cifar100": _CIFAR100, "cifar100-partial": _CIFAR100,
-    "imagenet": _IMAGENET,
-}
-
-
-def compute_stats(dataset: Any, max_images: int | None = None,
-                  batch_size: int = 1024) -> DatasetStats:
-    """Exact per-channel mean/std (population) of a data set's uint8 pixels, scaled to [0, 1].
-
-    Counts a 256-bin histogram per channel, batch-wise, so it works for lazy data sets too.
-    ``max_images`` limits the count to an evenly spaced subset (for huge lazy folders).
-    """
-    n = len(dataset)
-    if n == 0:
-        raise DataError(f"cannot compute statistics of the empty data set {dataset.name!r}")
-    idx = torch.arange(n)
-    if max_images is not None and n > max_images:
-        idx = torch.linspace(0, n - 1, max_images).round().long().unique()
-    hist = torch.zeros(3, 256, dtype=torch.float64)
-    for start in range(0, idx.numel(), batch_size):
-        x = dataset.get_images(idx[start:start + batch_size]).cpu()
-        for c in range(3):
-            hist[c] += torch.bincount(x[:, c].reshape(-1), minlength=256).double()
-    values = torch.arange(256, dtype=torch.float64) / 255.0
-    count = hist.sum(1)
-    mean = (hist * values).sum(1) / count
-    var = (hist * values**2).sum(1) / count - mean**2
-    std = var.clamp_min(0).sqrt()
-    return DatasetStats(tuple(mean.tolist()), tuple(std.tolist()))  # type: ignore[arg-type]
-
-
 @lru_cache(maxsize=16)
 def _stats_by_name(name: str, root: str | None) -> DatasetStats:
     ds = load_dataset(name, "train", root)
-    return compute_stats(ds, max_images=None if isinstance(ds, ImageDataset) else 50_000)
+    return compute_stats(ds, max_images=None if isinstance(ds, ImageDataset) else 5_000)
 
 
 def dataset_stats(name: str | Any, root: str | os.PathLike | None = None) -> DatasetStats:
     """Normalization mean/std for a data set name (or a data set object).
 
     CIFAR-10/100 (and their partial archives) get the standard published values, ``imagenet``
-    the ImageNet values; anything else is computed from its training images (cached per
-    name and root). Given a data set object whose name is not known, its own images are used.
+    the ImageNet values; other names are computed from their training split (cached per name
+    and root). A data set object with a known or bundled name is treated as that name; any
+    other object is measured itself (for a lazy folder on 5,000 evenly spaced images), so
+    for a custom data set pass its training split (the test split must reuse those stats).
     """
-    if not isinstance(name, str):
-        ds = name
-        if ds.name in KNOWN_STATS:
-            return KNOWN_STATS[ds.name]
-        return compute_stats(ds, max_images=None if isinstance(ds, ImageDataset) else 50_000)
-    if name in KNOWN_STATS:
-        return KNOWN_STATS[name]
-    return _stats_by_name(name, None if root is None else str(root))
+    if isinstance(name, str):
+        if name in KNOWN_STATS:
+            return KNOWN_STATS[name]
+        return _stats_by_name(name, None if root is None else str(root))
+    ds = name
+    if ds.name in KNOWN_STATS:
+        return KNOWN_STATS[ds.name]
+    if ds.name in BUNDLED:
+        try:
+            return _stats_by_name(ds.name, None if root is None else str(root))
+        except DataError:  # the archive is elsewhere: measure the object itself
+            pass
+    return compute_stats(ds, max_images=None if isinstance(ds, ImageDataset) else 5_000)

@@ -14,7 +14,8 @@ remaining batches exactly. Images stay uint8 until a batch is gathered; the batc
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +54,9 @@ class TensorLoader:
         indices: restrict to these dataset indices (ints, or a bool mask of length N);
             ``"index"`` in a batch is still the index into the full data set.
         return_params: add the batch's augmentation parameters under ``"params"``.
+        stats: (mean, std) for the default transforms (default
+            :func:`~mcmi.data.datasets.dataset_stats` of the data set); ignored when
+            ``augment`` is a Transform.
 
     ``"image"`` is float (the transform's dtype), ``"label"`` and ``"index"`` int64.
     """
@@ -62,7 +66,8 @@ class TensorLoader:
                  drop_last: bool = False, device: torch.device | str = "cpu",
                  channels_last: bool = False, rank: int = 0, world_size: int = 1,
                  indices: Sequence[int] | Tensor | np.ndarray | None = None,
-                 return_params: bool = False) -> None:
+                 return_params: bool = False,
+                 stats: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -74,7 +79,7 @@ class TensorLoader:
         if isinstance(augment, Transform):
             self.transform = augment
         else:
-            self.transform = default_augment(dataset, train=bool(augment))
+            self.transform = default_augment(dataset, train=bool(augment), stats=stats)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.device = torch.device(device)

@@ -7,7 +7,8 @@ The geometry is done by the batched functions of :mod:`mcmi.data.augment`.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -15,7 +16,7 @@ from torch import Tensor
 from mcmi.data.augment import (
     CropFlipParams,
     ResizedCropParams,
-    _crop_flip,
+    apply_crop_flip,
     apply_resized_crop,
     center_crop,
     normalize,
@@ -87,7 +88,7 @@ class RandomCropFlip(Transform):
         return sample_crop_flip(n, self.padding, self.flip, generator)
 
     def _geometry(self, images: Tensor, params: CropFlipParams) -> Tensor:
-        return _crop_flip(images, params)
+        return apply_crop_flip(images, params)
 
 
 class RandomResizedCropFlip(Transform):
