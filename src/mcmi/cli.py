@@ -72,6 +72,60 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_recipe(args: argparse.Namespace, expect: str) -> int:
+    import json
+
+    from mcmi.config import ConfigError, load_config
+    from mcmi.experiments.train import RunConfig, run_training
+
+    path = _find_config(args.config) if args.config else None
+    overrides = list(args.override) + ([f"out={args.out}"] if args.out else [])
+    try:
+        cfg = load_config(RunConfig, path, overrides)
+    except ConfigError as e:
+        raise SystemExit(f"mcmi: {e}")
+    if expect == "teacher" and cfg.teacher is not None:
+        raise SystemExit(f"mcmi train-teacher: recipe {path} names a teacher; use mcmi distill")
+    if expect == "distill" and cfg.teacher is None:
+        raise SystemExit(f"mcmi distill: recipe {path} names no teacher (teacher.name, teacher.weights)")
+    if expect == "mcmi" and cfg.method != "mcmi":
+        raise SystemExit(f"mcmi finetune-mcmi: recipe {path} has method {cfg.method!r}, expected 'mcmi'")
+    if expect == "mcmi" and not cfg.model.weights:
+        raise SystemExit("mcmi finetune-mcmi: MCMI fine-tunes a pretrained teacher: set model.weights=<run>/last.pt")
+    summary = run_training(cfg, resume=not args.fresh)
+    print(json.dumps({k: summary[k] for k in summary if k in ("best_acc", "best_epoch", "last_acc", "last", "wall_s", "out_dir")}, indent=2, default=str))
+    return 0
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    return _run_recipe(args, "teacher")
+
+
+def cmd_finetune_mcmi(args: argparse.Namespace) -> int:
+    return _run_recipe(args, "mcmi")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    return _run_recipe(args, "distill")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mcmi.experiments.evaluate import evaluate_checkpoint
+
+    print(evaluate_checkpoint(args.checkpoint, args.data, args.root, args.split, args.batch_size,
+                              args.device, args.temperature, args.per_class))
+    return 0
+
+
+def _add_recipe_parser(sub, name: str, help: str, func) -> None:
+    r = sub.add_parser(name, help=help)
+    r.add_argument("--config", help="YAML recipe: a path or a name under configs/ (e.g. teachers/resnet56_cifar100)")
+    r.add_argument("--out", help="output folder (overrides the recipe's out)")
+    r.add_argument("--fresh", action="store_true", help="start over instead of resuming from OUT/last.pt")
+    r.add_argument("override", nargs="*", help="recipe overrides key=value, e.g. train.epochs=5 data.root=/data")
+    r.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mcmi", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -89,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("override", nargs="*", help="config overrides key=value")
     g.set_defaults(func=cmd_gaussian, command_line=None)
 
+    _add_recipe_parser(sub, "train-teacher", "train a teacher by maximum log-likelihood (cross-entropy)", cmd_train_teacher)
+    _add_recipe_parser(sub, "finetune-mcmi", "fine-tune a trained teacher with MCMI (eq. 14: LL + lambda * CMI)", cmd_finetune_mcmi)
+    _add_recipe_parser(sub, "distill", "train a student from a teacher with any registered KD method", cmd_distill)
+
+    e = sub.add_parser("evaluate", help="accuracy, LL, CMI and per-class CMI of a trained model on a data set")
+    e.add_argument("checkpoint", help="a run's last.pt or best.pt")
+    e.add_argument("--data", required=True, help="data set name (cifar100, tinyimagenet100-32px, imagefolder, ...)")
+    e.add_argument("--root", help="data folder or file where the data set needs one")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--per-class", action="store_true", help="include per-class CMI")
+    e.set_defaults(func=cmd_evaluate)
+
     m = sub.add_parser("measure", help="CMI (eq. 12), LL (eq. 5), accuracy of saved outputs (.pt/.npz with probs or logits, and labels)")
     m.add_argument("file")
     m.add_argument("--temperature", type=float, default=1.0, help="softmax temperature applied to logits")
@@ -100,7 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    from mcmi.config import ConfigError
+    from mcmi.data import DataError
+    from mcmi.engine import CheckpointError, TrainingDiverged
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, CheckpointError, TrainingDiverged) as e:
+        # user-facing problems: one line naming the culprit, no stack trace (-v shows it)
+        if args.verbose:
+            raise
+        print(f"mcmi {args.cmd}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

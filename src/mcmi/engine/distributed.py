@@ -1,0 +1,32 @@
+"""Process-group setup for ``torchrun``: gloo on CPU, nccl on GPUs; a no-op for a single process."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def distributed_context(device: torch.device) -> tuple[int, int]:
+    """Join the process group that torchrun describes in the environment; returns (rank, world size).
+
+    Each process takes the GPU ``LOCAL_RANK``; the loaders shard the data by rank, and the
+    trainer wraps the trainable part in DistributedDataParallel once the group exists.
+    """
+    if not launched_by_torchrun():
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
