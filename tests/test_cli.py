@@ -1,0 +1,79 @@
+"""The mcmi command end to end on a tiny npz data set: teacher -> MCMI fine-tune -> student, and errors."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mcmi.cli import build_parser, main
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    # 4 classes whose images differ in mean colour: learnable in a few steps
+    def make(n):
+        y = rng.integers(0, 4, n)
+        x = rng.integers(0, 60, (n, 32, 32, 3)) + (y[:, None, None, None] * 50)
+        return x.astype(np.uint8), y.astype(np.int16)
+    xtr, ytr = make(96)
+    xte, yte = make(32)
+    np.savez_compressed(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    return path
+
+
+def test_every_subcommand_has_help(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "cmd")
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+    assert "train-teacher" in sub.choices and "finetune-mcmi" in sub.choices
+
+
+def test_teacher_mcmi_student_pipeline(tmp_path, tiny_npz, capsys):
+    common = ["data.name=npz", f"data.root={tiny_npz}", "data.batch_size=32", "model.name=resnet8", "train.progress=false"]
+    t = tmp_path / "teacher"
+    assert main(["train-teacher", "--config", "teachers/resnet56_cifar100", "--out", str(t), *common,
+                 "train.epochs=2", "train.milestones=[1]"]) == 0
+    summary = json.loads((t / "summary.json").read_text())
+    assert summary["last_acc"] is not None
+    m = tmp_path / "mcmi"
+    assert main(["finetune-mcmi", "--config", "mcmi/resnet56_cifar100", "--out", str(m), *common,
+                 f"model.weights={t / 'last.pt'}", "train.epochs=1"]) == 0
+    s = tmp_path / "student"
+    assert main(["distill", "--out", str(s), *common, "method=kd", "teacher.name=resnet8",
+                 f"teacher.weights={m / 'last.pt'}", "train.epochs=1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(s / "last.pt"), "--data", "npz", "--root", str(tiny_npz), "--per-class"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 32 and len(out["per_class_cmi"]) == 4 and out["cmi"] >= 0
+
+
+def test_user_errors_are_one_line(tmp_path, tiny_npz, capsys):
+    # a wrong data path names the path
+    rc = main(["train-teacher", "--out", str(tmp_path / "x"), "data.name=npz", f"data.root={tmp_path / 'nope.npz'}"])
+    assert rc == 2
+    assert "nope.npz" in capsys.readouterr().err
+    # a checkpoint of another class count names the file
+    torch.save({"not": "mcmi"}, tmp_path / "foreign.pt")
+    rc = main(["evaluate", str(tmp_path / "foreign.pt"), "--data", "npz", "--root", str(tiny_npz)])
+    assert rc == 2
+    assert "foreign.pt" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unknown key 'train.epoch'"):
+        main(["train-teacher", "--config", "teachers/resnet56_cifar100", "train.epoch=3"])
+    with pytest.raises(SystemExit, match="MCMI fine-tunes a pretrained teacher"):
+        main(["finetune-mcmi", "--config", "mcmi/resnet56_cifar100", "model.weights=null"])
+
+
+def test_measure_command(tmp_path, capsys):
+    p = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    torch.save({"probs": p, "labels": torch.tensor([0, 1, 0])}, tmp_path / "out.pt")
+    assert main(["measure", str(tmp_path / "out.pt")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 3 and out["accuracy"] == 1.0
+    # centroid of class 0 is (0.75, 0.25); CMI = (KL(.9,.1||.75,.25) + KL(.6,.4||.75,.25)) / 3
+    kl = lambda a, q: sum(x * np.log(x / y) for x, y in zip(a, q))  # noqa: E731
+    assert out["cmi"] == pytest.approx((kl([0.9, 0.1], [0.75, 0.25]) + kl([0.6, 0.4], [0.75, 0.25])) / 3)
