@@ -1,7 +1,8 @@
 """Attention transfer (Zagoruyko & Komodakis, "Paying More Attention to Attention", ICLR 2017)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -44,5 +45,7 @@ def at_loss(f_s: Tensor, f_t: Tensor, p: float = 2.0) -> Tensor:
 def at_loss_multi(feats_s: Sequence[Tensor], feats_t: Sequence[Tensor], p: float = 2.0) -> Tensor:
     """Sum of :func:`at_loss` over paired stages (Zagoruyko & Komodakis, 2017)."""
     if len(feats_s) == 0 or len(feats_s) != len(feats_t):
-        raise ValueError(f"need the same non-zero number of stages, got {len(feats_s)} and {len(feats_t)}")
+        raise ValueError(
+            f"need the same non-zero number of stages, got {len(feats_s)} and {len(feats_t)}"
+        )
     return sum((at_loss(s, t, p) for s, t in zip(feats_s, feats_t)), start=feats_s[0].new_zeros(()))

@@ -1,5 +1,6 @@
 """Correlation congruence (Peng et al., "Correlation Congruence for Knowledge Distillation",
 ICCV 2019)."""
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,11 @@ def cc_loss(e_s: Tensor, e_t: Tensor, gamma: float = 0.4, order: int = 2) -> Ten
     """
     if e_s.shape[0] != e_t.shape[0]:
         raise ValueError(f"batch sizes differ: {e_s.shape[0]} vs {e_t.shape[0]}")
-    return (rbf_taylor_correlation(e_s, gamma, order) - rbf_taylor_correlation(e_t, gamma, order)).pow(2).mean()
+    return (
+        (rbf_taylor_correlation(e_s, gamma, order) - rbf_taylor_correlation(e_t, gamma, order))
+        .pow(2)
+        .mean()
+    )
 
 
 def cc_loss_repdistiller(e_s: Tensor, e_t: Tensor) -> Tensor:

@@ -1,12 +1,15 @@
 """Contrastive representation distillation (Tian et al., "Contrastive Representation
 Distillation", ICLR 2020): the NCE objective over a memory bank of negatives."""
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
 
-def contrast_scores(anchor: Tensor, candidates: Tensor, temperature: float, normalizer: Tensor | float) -> Tensor:
+def contrast_scores(
+    anchor: Tensor, candidates: Tensor, temperature: float, normalizer: Tensor | float
+) -> Tensor:
     """CRD's non-parametric softmax numerators (Tian et al., 2020, Sec. 3 and the authors' code):
     ``exp(<anchor_n, c_{n,k}> / T) / Z``, computed in float32.
 
@@ -19,8 +22,14 @@ def contrast_scores(anchor: Tensor, candidates: Tensor, temperature: float, norm
     Returns:
         (N, K+1) scores.
     """
-    if candidates.dim() != 3 or candidates.shape[0] != anchor.shape[0] or candidates.shape[2] != anchor.shape[1]:
-        raise ValueError(f"candidates {tuple(candidates.shape)} do not match anchors {tuple(anchor.shape)}")
+    if (
+        candidates.dim() != 3
+        or candidates.shape[0] != anchor.shape[0]
+        or candidates.shape[2] != anchor.shape[1]
+    ):
+        raise ValueError(
+            f"candidates {tuple(candidates.shape)} do not match anchors {tuple(anchor.shape)}"
+        )
     logits = torch.bmm(candidates.float(), anchor.float().unsqueeze(2)).squeeze(2)
     return torch.exp(logits / temperature) / normalizer
 

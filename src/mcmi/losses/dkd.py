@@ -1,4 +1,5 @@
 """Decoupled knowledge distillation (Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022)."""
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,9 @@ def _non_target_logits(logits: Tensor, target: Tensor) -> Tensor:
     return logits[keep].view(logits.shape[0], logits.shape[1] - 1)
 
 
-def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float = 4.0) -> tuple[Tensor, Tensor]:
+def dkd_terms(
+    student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float = 4.0
+) -> tuple[Tensor, Tensor]:
     """TCKD and NCKD of Zhao et al. (2022), each multiplied by T^2 and averaged over the batch:
 
     - TCKD = KL(b^T || b^S) of the binary distributions [p_target, 1 - p_target] at temperature T;
@@ -31,7 +34,9 @@ def dkd_terms(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, te
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"logit shapes differ: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
+        raise ValueError(
+            f"logit shapes differ: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}"
+        )
     if student_logits.shape[1] < 2:
         raise ValueError("DKD needs at least two classes")
     target = target.long()

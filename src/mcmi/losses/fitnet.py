@@ -1,4 +1,5 @@
 """FitNets hint loss (Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015)."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F

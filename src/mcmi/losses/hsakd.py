@@ -1,9 +1,10 @@
 """Hierarchical self-supervised augmented KD (Yang et al., "Hierarchical Self-supervised
 Augmented Knowledge Distillation", IJCAI 2021): rotation-augmented joint labels and the losses
 of the teacher's auxiliary heads and of the student."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +25,15 @@ def rotate_batch(images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, 
     """
     if images.dim() != 4 or images.shape[2] != images.shape[3]:
         raise ValueError(f"rotation needs square (N, C, H, W) images, got {tuple(images.shape)}")
-    rotated = torch.stack([torch.rot90(images, r, dims=(2, 3)) for r in range(NUM_ROTATIONS)], dim=1)
+    rotated = torch.stack(
+        [torch.rot90(images, r, dims=(2, 3)) for r in range(NUM_ROTATIONS)], dim=1
+    )
     rotated = rotated.flatten(0, 1)
     if labels is None:
         return rotated, None
-    joint = (labels.long()[:, None] * NUM_ROTATIONS + torch.arange(NUM_ROTATIONS, device=labels.device)).flatten()
+    joint = (
+        labels.long()[:, None] * NUM_ROTATIONS + torch.arange(NUM_ROTATIONS, device=labels.device)
+    ).flatten()
     return rotated, joint
 
 
@@ -37,7 +42,9 @@ def aux_ce_loss(aux_logits: Sequence[Tensor], joint_labels: Tensor) -> Tensor:
     against the joint (class x rotation) labels."""
     if len(aux_logits) == 0:
         raise ValueError("no auxiliary logits")
-    return sum((F.cross_entropy(z, joint_labels) for z in aux_logits), start=aux_logits[0].new_zeros(()))
+    return sum(
+        (F.cross_entropy(z, joint_labels) for z in aux_logits), start=aux_logits[0].new_zeros(())
+    )
 
 
 def hsakd_loss(
@@ -57,7 +64,9 @@ def hsakd_loss(
     by the distiller. Teacher inputs are detached.
     """
     if len(student_aux) != len(teacher_aux) or len(student_aux) == 0:
-        raise ValueError(f"need the same non-zero number of heads, got {len(student_aux)} and {len(teacher_aux)}")
+        raise ValueError(
+            f"need the same non-zero number of heads, got {len(student_aux)} and {len(teacher_aux)}"
+        )
     total = kd_loss(student_logits, teacher_logits.detach(), temperature)
     for zs, zt in zip(student_aux, teacher_aux):
         total = total + kd_loss(zs, zt.detach(), temperature)

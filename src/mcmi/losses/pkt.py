@@ -1,5 +1,6 @@
 """Probabilistic knowledge transfer (Passalis & Tefas, "Learning Deep Representations with
 Probabilistic Knowledge Transfer", ECCV 2018)."""
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,8 @@ def cosine_conditional_probs(feat: Tensor, eps: float = 1e-7) -> Tensor:
 
 def pkt_loss(f_s: Tensor, f_t: Tensor, eps: float = 1e-7) -> Tensor:
     """PKT loss (Passalis & Tefas, 2018): KL divergence between the teacher's and the student's
-    conditional probability distributions, ``mean_{i,j} P^t_{j|i} log((P^t_{j|i}+eps)/(P^s_{j|i}+eps))``.
+    conditional probability distributions,
+    ``mean_{i,j} P^t_{j|i} log((P^t_{j|i} + eps) / (P^s_{j|i} + eps))``.
 
     The mean runs over all N^2 pairs (the authors' code and RepDistiller), i.e. the per-anchor KL
     averaged over anchors and divided by N; the loss weight 30000 is tuned for that scale.

@@ -1,8 +1,9 @@
 """ReviewKD's hierarchical context loss (Chen et al., "Distilling Knowledge via Knowledge
 Review", CVPR 2021)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,16 +24,22 @@ def hcl_loss_single(f_s: Tensor, f_t: Tensor, levels: Sequence[int] = (4, 2, 1))
         if level >= h:
             continue
         weight /= 2.0
-        loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(f_s, level), F.adaptive_avg_pool2d(f_t, level))
+        loss = loss + weight * F.mse_loss(
+            F.adaptive_avg_pool2d(f_s, level), F.adaptive_avg_pool2d(f_t, level)
+        )
         total += weight
     return loss / total
 
 
-def hcl_loss(feats_s: Sequence[Tensor], feats_t: Sequence[Tensor], levels: Sequence[int] = (4, 2, 1)) -> Tensor:
+def hcl_loss(
+    feats_s: Sequence[Tensor], feats_t: Sequence[Tensor], levels: Sequence[int] = (4, 2, 1)
+) -> Tensor:
     """ReviewKD's loss (Chen et al., 2021): sum of :func:`hcl_loss_single` over the fused
     student features and the teacher features, level by level."""
     if len(feats_s) == 0 or len(feats_s) != len(feats_t):
-        raise ValueError(f"need the same non-zero number of levels, got {len(feats_s)} and {len(feats_t)}")
+        raise ValueError(
+            f"need the same non-zero number of levels, got {len(feats_s)} and {len(feats_t)}"
+        )
     total = feats_s[0].new_zeros(())
     for s, t in zip(feats_s, feats_t):
         total = total + hcl_loss_single(s, t, levels)

@@ -1,4 +1,6 @@
-"""Relational knowledge distillation (Park et al., "Relational Knowledge Distillation", CVPR 2019)."""
+"""Relational knowledge distillation (Park et al., "Relational Knowledge Distillation",
+CVPR 2019)."""
+
 from __future__ import annotations
 
 import torch
@@ -47,10 +49,16 @@ def rkd_angle_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
 
 
 def rkd_loss(
-    f_s: Tensor, f_t: Tensor, distance_weight: float = 25.0, angle_weight: float = 50.0, eps: float = 1e-12
+    f_s: Tensor,
+    f_t: Tensor,
+    distance_weight: float = 25.0,
+    angle_weight: float = 50.0,
+    eps: float = 1e-12,
 ) -> Tensor:
     """RKD-DA (Park et al., 2019): ``distance_weight * RKD-D + angle_weight * RKD-A``; 25 and 50
     are the paper's weights (and the MCMI paper's A.8.2)."""
     if f_s.shape[0] != f_t.shape[0]:
         raise ValueError(f"batch sizes differ: {f_s.shape[0]} vs {f_t.shape[0]}")
-    return distance_weight * rkd_distance_loss(f_s, f_t, eps) + angle_weight * rkd_angle_loss(f_s, f_t)
+    return distance_weight * rkd_distance_loss(f_s, f_t, eps) + angle_weight * rkd_angle_loss(
+        f_s, f_t
+    )

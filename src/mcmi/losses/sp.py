@@ -1,5 +1,6 @@
 """Similarity-preserving distillation (Tung & Mori, "Similarity-Preserving Knowledge
 Distillation", ICCV 2019)."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F

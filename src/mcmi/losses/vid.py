@@ -1,5 +1,6 @@
 """Variational information distillation (Ahn et al., "Variational Information Distillation for
 Knowledge Transfer", CVPR 2019)."""
+
 from __future__ import annotations
 
 import torch
@@ -28,9 +29,14 @@ def vid_loss(pred_mean: Tensor, target: Tensor, log_scale: Tensor, eps: float = 
         log_scale: (C,) unconstrained variance parameter.
     """
     if pred_mean.shape != target.shape:
-        raise ValueError(f"shapes differ: mean {tuple(pred_mean.shape)}, target {tuple(target.shape)}")
+        raise ValueError(
+            f"shapes differ: mean {tuple(pred_mean.shape)}, target {tuple(target.shape)}"
+        )
     if log_scale.dim() != 1 or log_scale.numel() != pred_mean.shape[1]:
-        raise ValueError(f"log_scale must have one entry per channel ({pred_mean.shape[1]}), got {tuple(log_scale.shape)}")
+        raise ValueError(
+            f"log_scale must have one entry per channel ({pred_mean.shape[1]}), "
+            f"got {tuple(log_scale.shape)}"
+        )
     var = vid_variance(log_scale, eps).view(1, -1, *([1] * (pred_mean.dim() - 2)))
     nll = 0.5 * ((pred_mean - target.detach()).pow(2) / var + torch.log(var))
     return nll.mean()

@@ -1,0 +1,127 @@
+"""Contrastive representation distillation (Tian et al., "Contrastive Representation
+Distillation", ICLR 2020): NCE between L2-normalized 128-dim embeddings of the pooled features
+and a momentum memory bank of every training sample."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from mcmi.losses.crd import crd_loss
+from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
+from mcmi.methods.modules import ContrastMemory, NormalizedEmbed, classification_terms, make_config
+
+
+@dataclass
+class CRDConfig:
+    """``crd_weight`` = 0.8: the MCMI paper's A.8.2, RepDistiller's ``-a 0 -b 0.8`` and mdistiller's
+    ``CFG.CRD``; CE weight 1; ``feat_dim`` 128, ``num_negatives`` 16384 (``--nce_k``),
+    ``temperature`` 0.07 (``--nce_t``), ``momentum`` 0.5 (``--nce_m``): RepDistiller's
+    ``train_student.py`` defaults. ``negatives="class"`` is CRD's sampler (other classes only);
+    ``"uniform"`` draws any other index. ``kd_weight`` 1 with ``crd_weight`` 0.8 gives
+    RepDistiller's "CRD+KD". ``checkpoint_memory=False`` keeps the (large) banks out of
+    ``state_dict()``; a resumed run then restarts from a fresh bank.
+    """
+
+    ce_weight: float = 1.0
+    crd_weight: float = 0.8
+    feat_dim: int = 128
+    num_negatives: int = 16384
+    temperature: float = 0.07
+    momentum: float = 0.5
+    negatives: str = "class"
+    checkpoint_memory: bool = True
+    kd_weight: float = 0.0
+    temperature_kd: float = 4.0
+
+
+@register_method("crd")
+class CRD(Distiller):
+    """CRD distiller (Tian et al., ICLR 2020): ``ce_weight CE + crd_weight (NCE_student_anchor +
+    NCE_teacher_anchor)``.
+
+    Needs ``batch["index"]`` (each sample's index in ``[0, num_data)``, fixed across epochs) and
+    ``num_data``, the training set size. With ``negatives="class"``, call :meth:`prepare` with the
+    training loader before training (it reads the labels of all indices; see there). The memory
+    bank's size is ``self.memory.memory_bytes`` (see :class:`~mcmi.methods.modules.ContrastMemory`).
+    A batch may carry ``contrast_index`` (N, K+1) to supply its own positives/negatives.
+    """
+
+    batch_keys = ("image", "label", "index")
+
+    def __init__(self, student, teacher, num_data: int, **weights) -> None:
+        super().__init__(student, teacher)
+        self.cfg = cfg = make_config(CRDConfig, weights, "crd")
+        self.num_data = int(num_data)
+        self.embed_s = NormalizedEmbed(student.num_features, cfg.feat_dim)
+        self.embed_t = NormalizedEmbed(teacher.num_features, cfg.feat_dim)
+        self.memory = ContrastMemory(
+            self.num_data,
+            cfg.feat_dim,
+            cfg.num_negatives,
+            cfg.temperature,
+            cfg.momentum,
+            cfg.negatives,
+            persistent=cfg.checkpoint_memory,
+        )
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of the memory bank: ``2 * num_data * feat_dim * 4`` + ``8 * num_data`` (labels)."""
+        return self.memory.memory_bytes
+
+    @torch.no_grad()
+    def prepare(self, loader: Iterable[Batch]) -> None:
+        """Record the class of every training index for class-aware negatives.
+
+        Fast path: ``loader.dataset.labels`` (or ``.targets``) of length ``num_data``; indices the
+        loader does not yield (``loader.indices``, e.g. a few-shot subset) are excluded from the
+        negatives. Otherwise one pass over ``loader`` reads ``label``/``index`` of every batch
+        (no forward pass); indices never seen are excluded. No-op for ``negatives="uniform"`` or
+        when the labels are already known (resumed run).
+        """
+        if self.cfg.negatives != "class" or self.memory.has_labels:
+            return
+        labels = None
+        dataset = getattr(loader, "dataset", None)
+        for attr in ("labels", "targets"):
+            values = getattr(dataset, attr, None)
+            if values is not None and len(values) == self.num_data:
+                labels = torch.as_tensor(values).reshape(-1).long().cpu().clone()
+                break
+        if labels is not None:
+            subset = getattr(loader, "indices", None)
+            if subset is not None:
+                keep = torch.zeros(self.num_data, dtype=torch.bool)
+                keep[torch.as_tensor(subset).reshape(-1).long().cpu()] = True
+                labels[~keep] = -1
+        else:
+            labels = torch.full((self.num_data,), -1, dtype=torch.long)
+            for batch in loader:
+                idx = batch["index"].reshape(-1).long().cpu()
+                if idx.numel() and int(idx.max()) >= self.num_data:
+                    raise ValueError(f"batch index {int(idx.max())} >= num_data {self.num_data}")
+                labels[idx] = batch["label"].reshape(-1).long().cpu()
+        if not bool((labels >= 0).any()):
+            raise ValueError("CRD.prepare found no labelled training index")
+        self.memory.set_labels(labels)
+
+    def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
+        cfg = self.cfg
+        x, y = batch["image"], batch["label"]
+        fs = self.student.forward_features(x)
+        ft = self.teacher_forward(x)
+        losses = classification_terms(
+            fs.logits, y, cfg.ce_weight, ft.logits, cfg.kd_weight, cfg.temperature_kd
+        )
+        e_s, e_t = self.embed_s(fs.pooled), self.embed_t(ft.pooled)
+        with torch.autocast(
+            device_type=x.device.type, enabled=False
+        ):  # exp(s / 0.07) overflows fp16
+            scores_s, scores_t = self.memory(
+                e_s.float(), e_t.float(), batch["index"], y, batch.get("contrast_index")
+            )
+            losses["crd"] = cfg.crd_weight * crd_loss(scores_s, scores_t, self.num_data)
+        return StepOutput(fs.logits, losses)

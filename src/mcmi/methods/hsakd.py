@@ -1,0 +1,258 @@
+"""HSAKD (Yang et al., "Hierarchical Self-supervised Augmented Knowledge Distillation", IJCAI
+2021): auxiliary heads after every stage classify the joint (class x rotation) label of
+4-fold rotated inputs; the student mimics the teacher's heads and final classifier.
+
+Two steps, two methods:
+
+1. ``hsakd_teacher`` (:class:`HSAKDTeacher`) trains the teacher's auxiliary heads. By default the
+   teacher backbone (e.g. an MCMI teacher) is frozen, as in the authors' "pre-trained backbone"
+   mode (``train_teacher_cifar.py --freezed``; their recipe: 100 epochs, lr 0.05 decayed x0.1 at
+   30/60/90, batch 64, SGD). ``freeze_backbone=False`` trains backbone and heads jointly.
+2. ``hsakd`` (:class:`HSAKD`) distils into a student that gets heads of its own.
+
+Saving and loading the teacher's heads: the trainer's checkpoint of ``hsakd_teacher`` holds
+``method.state_dict()``, whose keys are ``model.*`` (the backbone) and ``aux_heads.*`` (the heads);
+:meth:`HSAKDTeacher.save_heads` writes just the ``aux_heads.*`` tensors to a file. The student
+distiller takes ``teacher_heads=`` one of: such a file path, either kind of state dict (also
+nested in a checkpoint dict, found by its ``aux_heads.`` keys), an :class:`HSAKDTeacher`, or an
+:class:`~mcmi.methods.modules.AuxiliaryHeads`. The heads are rebuilt from the teacher model
+(stage channels and sizes at ``image_shape``) and loaded strictly, so a head file of another
+teacher architecture is an error, not a silent mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mcmi.losses.hsakd import NUM_ROTATIONS, aux_ce_loss, hsakd_loss, rotate_batch
+from mcmi.methods.base import Batch, Distiller, Method, StepOutput, register_method
+from mcmi.methods.modules import AuxiliaryHeads, make_config, spatial_sizes
+from mcmi.models.base import FeatureModel, Features, probe_features
+
+HEADS_PREFIX = "aux_heads."
+
+
+def build_aux_heads(
+    model: FeatureModel, image_shape: tuple[int, ...] = (3, 32, 32), max_width: int = 512
+) -> AuxiliaryHeads:
+    """HSAKD heads for ``model``: one per entry of ``stages[1:]``, ``4 * num_classes`` outputs."""
+    probe = probe_features(model, image_shape)
+    maps = probe.stages[1:]
+    if not maps:
+        raise ValueError("HSAKD needs at least one stage after the stem")
+    return AuxiliaryHeads(
+        [m.shape[1] for m in maps],
+        spatial_sizes(maps),
+        NUM_ROTATIONS * model.num_classes,
+        max_width=max_width,
+    )
+
+
+def _find_heads_state(obj: Any) -> dict[str, Tensor] | None:
+    """The ``aux_heads.*`` entries of a (possibly nested) state dict, prefix stripped."""
+    if not isinstance(obj, Mapping):
+        return None
+    found = {
+        k[len(HEADS_PREFIX) :]: v
+        for k, v in obj.items()
+        if isinstance(k, str) and k.startswith(HEADS_PREFIX)
+    }
+    if found:
+        return found
+    for value in obj.values():
+        nested = _find_heads_state(value)
+        if nested:
+            return nested
+    return None
+
+
+def load_heads_state(source: Any) -> dict[str, Tensor]:
+    """A heads state dict from a path, a (nested) state dict, an :class:`HSAKDTeacher` or heads."""
+    if isinstance(source, AuxiliaryHeads):
+        return source.state_dict()
+    if isinstance(source, HSAKDTeacher):
+        return source.aux_heads.state_dict()
+    if isinstance(source, (str, os.PathLike)):
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    state = _find_heads_state(source)
+    if (
+        state is None
+        and isinstance(source, Mapping)
+        and source
+        and all(isinstance(k, str) and k.startswith("heads.") for k in source)
+    ):
+        state = dict(source)  # a bare AuxiliaryHeads.state_dict()
+    if state is None:
+        raise ValueError(
+            "no HSAKD auxiliary-head weights (keys 'aux_heads.*' or 'heads.*') "
+            "found in teacher_heads"
+        )
+    return state
+
+
+@dataclass
+class HSAKDTeacherConfig:
+    """Teacher-side HSAKD: cross-entropy of every head against the joint labels (weight 1 each,
+    the authors' ``train_teacher_cifar.py``); with an unfrozen backbone, plus the backbone's CE on
+    the unrotated images. ``max_head_width`` caps the heads' width (e.g. MobileNetV2's 1280)."""
+
+    freeze_backbone: bool = True
+    aux_weight: float = 1.0
+    ce_weight: float = 1.0
+    max_head_width: int = 512
+
+
+@register_method("hsakd_teacher")
+class HSAKDTeacher(Method):
+    """HSAKD teacher step (Yang et al., IJCAI 2021): trains auxiliary heads on a teacher with 4-fold
+    rotated inputs and joint (class x rotation) labels; see the module docstring.
+
+    Inputs are rotated 4-fold inside :meth:`forward`, so a batch of N images costs 4N forwards;
+    the returned logits are those of the N unrotated images.
+    """
+
+    def __init__(
+        self, model: FeatureModel, image_shape: tuple[int, ...] = (3, 32, 32), **options
+    ) -> None:
+        super().__init__(model)
+        self.cfg = make_config(HSAKDTeacherConfig, options, "hsakd_teacher")
+        self.aux_heads = build_aux_heads(model, image_shape, self.cfg.max_head_width)
+        if self.cfg.freeze_backbone:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> HSAKDTeacher:
+        super().train(mode)
+        if self.cfg.freeze_backbone:
+            self.model.eval()  # a frozen backbone keeps its batch-norm statistics
+        return self
+
+    def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
+        x, y = rotate_batch(batch["image"], batch["label"])
+        assert y is not None
+        if self.cfg.freeze_backbone:
+            with torch.no_grad():
+                feats = self.model.forward_features(x)
+            stages = [m.detach() for m in feats.stages[1:]]
+        else:
+            feats = self.model.forward_features(x)
+            stages = list(feats.stages[1:])
+        losses = {"aux_ce": self.cfg.aux_weight * aux_ce_loss(self.aux_heads(stages), y)}
+        logits = feats.logits[0::NUM_ROTATIONS]
+        if not self.cfg.freeze_backbone:
+            losses["ce"] = self.cfg.ce_weight * F.cross_entropy(logits, batch["label"])
+        return StepOutput(logits, losses)
+
+    def heads_state_dict(self) -> dict[str, Tensor]:
+        """The heads' weights, keys prefixed ``aux_heads.`` (read by :func:`load_heads_state`)."""
+        return {HEADS_PREFIX + k: v.detach().cpu() for k, v in self.aux_heads.state_dict().items()}
+
+    def save_heads(self, path: str | os.PathLike) -> None:
+        """Write :meth:`heads_state_dict` with ``torch.save`` (loads with ``weights_only=True``)."""
+        torch.save(self.heads_state_dict(), path)
+
+
+class TeacherWithHeads(FeatureModel):
+    """A teacher plus its trained HSAKD (Yang et al., 2021) heads, frozen together.
+
+    Both are then "the teacher" for the :class:`~mcmi.methods.base.Distiller` machinery (eval
+    mode, no gradients, not checkpointed). ``forward_features`` is the backbone's;
+    :meth:`aux_logits` runs the heads."""
+
+    def __init__(self, backbone: FeatureModel, heads: AuxiliaryHeads) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = heads
+        self.stage_channels = list(backbone.stage_channels)
+        self.num_features = backbone.num_features
+        self.num_classes = backbone.num_classes
+
+    @property
+    def classifier(self) -> nn.Module:  # type: ignore[override]
+        return self.backbone.classifier
+
+    def forward_features(self, x: Tensor) -> Features:
+        return self.backbone.forward_features(x)
+
+    def aux_logits(self, feats: Features) -> list[Tensor]:
+        return self.heads(feats.stages[1:])
+
+
+@dataclass
+class HSAKDConfig:
+    """Student-side HSAKD, the authors' ``train_student_cifar.py``: CE on the unrotated images
+    (weight 1) + the KL terms of :func:`~mcmi.losses.hsakd.hsakd_loss` at T = 3 with weight 1
+    (the MCMI paper's A.8.2: gamma = 1)."""
+
+    ce_weight: float = 1.0
+    hsakd_weight: float = 1.0
+    temperature: float = 3.0
+    max_head_width: int = 512
+
+
+@register_method("hsakd")
+class HSAKD(Distiller):
+    """HSAKD student distiller (Yang et al., IJCAI 2021).
+
+    Loss: ``ce_weight CE(s(x), y) + hsakd_weight [sum_l T^2 KL(q^t_l || q^s_l) +
+    T^2 KL(p^t || p^s)]`` over the 4-fold rotated batch. The student gets trainable heads
+    (``self.aux_heads``); the teacher's trained heads come from ``teacher_heads`` (see the
+    module docstring) and stay frozen inside ``self.teacher`` (a :class:`TeacherWithHeads`).
+    Returned logits: the student's on the N unrotated images."""
+
+    def __init__(
+        self,
+        student: FeatureModel,
+        teacher: FeatureModel,
+        teacher_heads: Any = None,
+        image_shape: tuple[int, ...] = (3, 32, 32),
+        **weights,
+    ) -> None:
+        cfg = make_config(HSAKDConfig, weights, "hsakd")
+        if teacher_heads is None:
+            raise ValueError(
+                "HSAKD needs the teacher's trained auxiliary heads: train them with the "
+                "'hsakd_teacher' method and pass teacher_heads=<checkpoint path or state dict>"
+            )
+        heads = build_aux_heads(teacher, image_shape, cfg.max_head_width)
+        state = load_heads_state(teacher_heads)
+        try:
+            heads.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(
+                f"teacher_heads do not fit this teacher's HSAKD heads: {err}"
+            ) from None
+        super().__init__(student, TeacherWithHeads(teacher, heads))
+        self.cfg = cfg
+        self.aux_heads = build_aux_heads(student, image_shape, cfg.max_head_width)
+        if len(self.aux_heads.heads) != len(heads.heads):
+            raise ValueError(
+                "HSAKD pairs heads one to one: student has "
+                f"{len(self.aux_heads.heads)} stages after "
+                f"the stem, teacher {len(heads.heads)}"
+            )
+
+    def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
+        cfg = self.cfg
+        x, _ = rotate_batch(batch["image"])
+        fs = self.student.forward_features(x)
+        s_aux = self.aux_heads(fs.stages[1:])
+        with torch.no_grad():
+            ft = self.teacher_forward(x)
+            t_aux = self.teacher.aux_logits(ft)
+        logits = fs.logits[0::NUM_ROTATIONS]
+        return StepOutput(
+            logits,
+            {
+                "ce": cfg.ce_weight * F.cross_entropy(logits, batch["label"]),
+                "hsakd": cfg.hsakd_weight
+                * hsakd_loss(fs.logits, ft.logits, s_aux, t_aux, cfg.temperature),
+            },
+        )
