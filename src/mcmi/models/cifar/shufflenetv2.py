@@ -91,7 +91,8 @@ class CifarShuffleNetV2(FeatureModel):
         in_ch = 24
         layers = []
         for width, n in zip(out_channels[:3], num_blocks):
-            layers.append(nn.Sequential(DownUnit(in_ch, width), *(BasicUnit(width) for _ in range(n))))
+            units = [DownUnit(in_ch, width), *(BasicUnit(width) for _ in range(n))]
+            layers.append(nn.Sequential(*units))
             in_ch = width
         self.layer1, self.layer2, self.layer3 = layers
         self.conv2, self.bn2 = _conv_bn(in_ch, out_channels[3], 1)

@@ -31,7 +31,7 @@ class WideBlock(nn.Module):
             self.convShortcut = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
 
     def forward_activated(self, x: Tensor, act: Tensor) -> Tensor:
-        """The block given its input ``x`` and ``act = relu(self.bn1(x))`` computed by the caller."""
+        """The block given its input ``x`` and ``act = relu(self.bn1(x))`` from the caller."""
         out = F.relu(self.bn2(self.conv1(act)), inplace=True)
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
@@ -68,9 +68,7 @@ class WideResNet(FeatureModel):
     ``stages`` = [stem conv output (no BN/ReLU follows it inside the stem), group1, group2, group3].
     """
 
-    def __init__(
-        self, depth: int, widen: int, num_classes: int, drop_rate: float = 0.0
-    ) -> None:
+    def __init__(self, depth: int, widen: int, num_classes: int, drop_rate: float = 0.0) -> None:
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WRN depth must be 6n+4 with n >= 1, got {depth}")

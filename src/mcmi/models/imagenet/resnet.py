@@ -56,7 +56,8 @@ class ImageNetResNet(FeatureModel):
 
     ``Features.stages`` = [stem before the max-pool (1/2 resolution, as mdistiller's ImageNet
     ResNet), stage1 (1/4), stage2 (1/8), stage3 (1/16), stage4 (1/32)]; ``preact`` = the same
-    before their final ReLU.
+    before their final ReLU. ``small_input=True`` swaps the stem for a 3x3 stride-1 conv without
+    max-pooling (the CIFAR variant: stages at 1, 1, 1/2, 1/4, 1/8).
     """
 
     def __init__(
@@ -65,11 +66,16 @@ class ImageNetResNet(FeatureModel):
         layers: tuple[int, int, int, int],
         num_classes: int,
         zero_init_residual: bool = False,
+        small_input: bool = False,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        if small_input:  # CIFAR stem (RepDistiller's resnetv2): 3x3 stride 1, no max-pool
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool: nn.Module = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.bn1 = nn.BatchNorm2d(64)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_ch = 64
         stages = []
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
