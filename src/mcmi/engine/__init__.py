@@ -1,4 +1,10 @@
-"""The training engine: one loop for teachers and students, schedules, checkpoints, seeding."""
+"""The training engine: one loop for teachers and students, lr schedules, checkpoints, seeding.
+
+``Trainer(method, train_loader, eval_loader, TrainConfig(...), out_dir, num_classes).fit()``
+trains any :class:`~mcmi.methods.base.Method`; see :mod:`mcmi.engine.trainer`.
+(:mod:`mcmi.engine.stacked_mlp` is the separate batched trainer of the small-MLP studies.)
+"""
+
 from mcmi.engine.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -9,12 +15,14 @@ from mcmi.engine.checkpoint import (
     previous_path,
     save_checkpoint,
 )
+from mcmi.engine.config import AMP_MODES, TrainConfig, TrainingDiverged, resolve_amp
 from mcmi.engine.logs import MetricsLog, read_jsonl
 from mcmi.engine.schedule import SCHEDULES, LRSchedule, lr_factor
 from mcmi.engine.seed import get_rng_state, seed_everything, set_rng_state
-from mcmi.engine.trainer import TrainConfig, Trainer, TrainingDiverged
+from mcmi.engine.trainer import Trainer
 
 __all__ = [
+    "AMP_MODES",
     "FORMAT_VERSION",
     "SCHEDULES",
     "CheckpointError",
@@ -31,6 +39,7 @@ __all__ = [
     "model_state_from_checkpoint",
     "previous_path",
     "read_jsonl",
+    "resolve_amp",
     "save_checkpoint",
     "seed_everything",
     "set_rng_state",

@@ -11,14 +11,16 @@ then checks that the file is an mcmi checkpoint of a supported format version an
 that it belongs to the expected model/method/number of classes. Every failure is a
 :class:`CheckpointError` naming the file and what is wrong.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -101,7 +103,9 @@ def _keep_previous(path: Path) -> None:
         raise
 
 
-def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], keep_previous: bool = True) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, state: Mapping[str, Any], keep_previous: bool = True
+) -> Path:
     """Write ``state`` (plus format marker and version) to ``path`` atomically; return the path.
 
     With ``keep_previous`` an existing ``path`` is first kept as :func:`previous_path`.
@@ -135,7 +139,7 @@ def load_checkpoint(
         raise CheckpointError(path, "empty file (a write was interrupted?)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=weights_only)
-    except Exception as e:  # noqa: BLE001 - every way of failing means the same to the caller
+    except Exception as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
         unsafe = [ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler" in ln]
         msg = (unsafe or lines or [""])[0]
@@ -148,14 +152,26 @@ def load_checkpoint(
             reason = f"truncated, corrupt or not a torch file ({type(e).__name__}: {msg})"
         raise CheckpointError(path, reason) from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        what = f"a {type(state).__name__}" if not isinstance(state, dict) else f"a dict with keys {sorted(map(str, state))[:8]}"
+        what = (
+            f"a {type(state).__name__}"
+            if not isinstance(state, dict)
+            else f"a dict with keys {sorted(map(str, state))[:8]}"
+        )
         raise CheckpointError(path, f"not an mcmi checkpoint (no {FORMAT!r} marker; found {what})")
     version = state.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise CheckpointError(path, f"unsupported checkpoint format version {version!r} (this mcmi reads 1..{FORMAT_VERSION})")
+        raise CheckpointError(
+            path,
+            f"unsupported checkpoint format version {version!r} "
+            f"(this mcmi reads 1..{FORMAT_VERSION})",
+        )
     if expected:
         meta = state.get("meta", {})
-        wrong = [f"{k}={meta.get(k, '<missing>')!r} (expected {v!r})" for k, v in expected.items() if meta.get(k) != v]
+        wrong = [
+            f"{k}={meta.get(k, '<missing>')!r} (expected {v!r})"
+            for k, v in expected.items()
+            if meta.get(k) != v
+        ]
         if wrong:
             raise CheckpointError(path, "checkpoint of another run: " + ", ".join(wrong))
     return state
@@ -176,12 +192,14 @@ def load_latest_checkpoint(
         try:
             state = load_checkpoint(prev, expected, map_location)
         except CheckpointError as second:
-            raise CheckpointError(path, f"{first.reason}; previous version {prev}: {second.reason}") from first
+            raise CheckpointError(
+                path, f"{first.reason}; previous version {prev}: {second.reason}"
+            ) from first
         logger.warning("%s; falling back to the previous checkpoint %s", first, prev)
         return state, prev
 
 
 def model_state_from_checkpoint(state: Mapping[str, Any], prefix: str = "model.") -> dict[str, Any]:
-    """The trained model's own ``state_dict`` from a checkpoint's method state (``method.model``)."""
+    """The trained model's ``state_dict`` from a checkpoint's method state (``method.model``)."""
     method_state = state["method"]
-    return {k[len(prefix):]: v for k, v in method_state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in method_state.items() if k.startswith(prefix)}

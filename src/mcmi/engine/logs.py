@@ -4,6 +4,7 @@ Both files are rewritten atomically from the full history after every epoch (the
 small row per epoch), so after a crash and resume they hold exactly the rows of the checkpoint
 the run continued from, never a duplicated or half-written row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,9 @@ import json
 import logging
 import math
 import numbers
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from mcmi.engine.checkpoint import atomic_write_text
 
@@ -49,7 +51,9 @@ class MetricsLog:
     """Writes the metric history of a run to ``out_dir`` (no-op when ``enabled`` is False, e.g.
     on ranks other than 0); TensorBoard only if asked and importable, otherwise one warning."""
 
-    def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = False) -> None:
+    def __init__(
+        self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = False
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.enabled = enabled
         self.tensorboard = tensorboard and enabled
@@ -70,8 +74,11 @@ class MetricsLog:
                 from torch.utils.tensorboard import SummaryWriter
             except Exception as e:  # noqa: BLE001 - ImportError, or a broken tensorboard install
                 self._tb_failed = True
-                logger.warning("log_tensorboard is on but TensorBoard is unavailable (%s); "
-                               "metrics go to metrics.csv/jsonl only", e)
+                logger.warning(
+                    "log_tensorboard is on but TensorBoard is unavailable (%s); "
+                    "metrics go to metrics.csv/jsonl only",
+                    e,
+                )
                 return None
             self._writer = SummaryWriter(log_dir=str(self.out_dir / "tb"))
         return self._writer

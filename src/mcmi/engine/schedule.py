@@ -12,14 +12,16 @@ base learning rates and the position, see :meth:`LRSchedule.state_dict`.
 - ``"constant"``: 1.
 
 Warmup: for ``t < warmup_epochs`` the factor is additionally multiplied by a linear ramp from
-``warmup_start_factor`` (at ``t = 0``) to 1 (at ``t = warmup_epochs``), as ``torch.optim.lr_scheduler.LinearLR``.
+``warmup_start_factor`` (at ``t = 0``) to 1 (at ``t = warmup_epochs``), as torch's ``LinearLR``.
 The cosine decay starts after the warmup; step milestones are absolute epochs.
 """
+
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch.optim import Optimizer
 
@@ -150,18 +152,25 @@ class LRSchedule:
         return [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"definition": self._definition(), "base_lrs": list(self.base_lrs), "epoch": self.epoch, "step": self.step}
+        return {
+            "definition": self._definition(),
+            "base_lrs": list(self.base_lrs),
+            "epoch": self.epoch,
+            "step": self.step,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore base lrs and position; the schedule's shape stays the one this object was built
-        with (so a run may be extended on resume), with a warning if it differs from the saved one."""
+        with (so a run may be extended on resume), with a warning if it differs from the saved
+        one."""
         saved = state.get("definition", {})
         diff = {k: (saved.get(k), v) for k, v in self._definition().items() if saved.get(k) != v}
         if diff:
             logger.warning("lr schedule differs from the checkpoint's (saved, now): %s", diff)
         if len(state["base_lrs"]) != len(self.base_lrs):
             raise ValueError(
-                f"checkpoint schedule has {len(state['base_lrs'])} param groups, optimizer {len(self.base_lrs)}"
+                f"checkpoint schedule has {len(state['base_lrs'])} param groups, "
+                f"optimizer {len(self.base_lrs)}"
             )
         self.base_lrs = [float(b) for b in state["base_lrs"]]
         for g, b in zip(self.optimizer.param_groups, self.base_lrs):

@@ -5,6 +5,7 @@ Python's ``random``, NumPy's global generator, torch's CPU generator and every C
 :func:`get_rng_state` returns them in a form that ``torch.load(weights_only=True)`` accepts
 (tensors, ints, floats, tuples), so checkpoints never need unrestricted unpickling.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,11 +24,12 @@ _CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy, torch (CPU and all CUDA devices); optionally force deterministic kernels.
 
-    With ``deterministic=True``: ``torch.use_deterministic_algorithms(True)``, cuDNN deterministic
-    with benchmarking off, and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` if unset (it only takes effect
-    if CUDA has not initialized cuBLAS yet). With ``False``: cuDNN benchmarking on, which is
-    faster and not reproducible. These switches are process-wide; see :func:`determinism_flags`
-    to save and restore them.
+    With ``deterministic=True``: ``torch.use_deterministic_algorithms(True, warn_only=True)``
+    (ops without a deterministic kernel, e.g. ``bincount`` on CUDA in the metrics, warn instead of
+    failing), cuDNN deterministic with benchmarking off, and ``CUBLAS_WORKSPACE_CONFIG=:4096:8``
+    if unset (it only takes effect if CUDA has not initialized cuBLAS yet). With ``False``: cuDNN
+    benchmarking on, which is faster and not reproducible. These switches are process-wide; see
+    :func:`determinism_flags` to save and restore them.
     """
     seed = int(seed)
     random.seed(seed)
@@ -36,14 +38,20 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         os.environ.setdefault(_CUBLAS_ENV, ":4096:8")
     set_determinism_flags(
-        {"algorithms": deterministic, "cudnn_deterministic": deterministic, "cudnn_benchmark": not deterministic}
+        {
+            "algorithms": deterministic,
+            "warn_only": True,
+            "cudnn_deterministic": deterministic,
+            "cudnn_benchmark": not deterministic,
+        }
     )
 
 
 def determinism_flags() -> dict[str, bool]:
-    """The process-wide determinism switches, to hand back to :func:`set_determinism_flags` later."""
+    """The process-wide determinism switches, for :func:`set_determinism_flags` to restore."""
     return {
         "algorithms": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
     }
@@ -51,7 +59,9 @@ def determinism_flags() -> dict[str, bool]:
 
 def set_determinism_flags(flags: dict[str, bool]) -> None:
     """Set the switches returned by :func:`determinism_flags`."""
-    torch.use_deterministic_algorithms(bool(flags["algorithms"]))
+    torch.use_deterministic_algorithms(
+        bool(flags["algorithms"]), warn_only=bool(flags.get("warn_only", False))
+    )
     torch.backends.cudnn.deterministic = bool(flags["cudnn_deterministic"])
     torch.backends.cudnn.benchmark = bool(flags["cudnn_benchmark"])
 

@@ -67,6 +67,7 @@ class MCMI(Method):
         self.model.train(was_training)
         if state is None:
             raise ValueError("MCMI.prepare got an empty loader: cannot compute class centroids")
+        state.all_reduce()  # under DDP each rank saw a shard: Q^y is over the whole training set
         self.set_centroids(state.centroids())
 
     def set_centroids(self, q: Tensor) -> None:
