@@ -18,11 +18,13 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from mcmi.io import atomic_write, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -45,40 +47,9 @@ def previous_path(path: str | os.PathLike) -> Path:
     return p.with_name(f"{p.stem}.prev{p.suffix}")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Replace a text file atomically (temporary file in the same folder, fsync, ``os.replace``)."""
-    _atomic_write(Path(path), lambda f: f.write(text), "w")
+    """Replace a text file atomically (see :func:`mcmi.io.atomic_write`)."""
+    write_text(path, text)
 
 
 def _keep_previous(path: Path) -> None:
@@ -117,7 +88,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     if keep_previous and path.exists():
         _keep_previous(path)
-    _atomic_write(path, lambda f: torch.save(payload, f), "wb")
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path
 
 
