@@ -109,6 +109,36 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return _run_recipe(args, "distill")
 
 
+def cmd_table1(args: argparse.Namespace) -> int:
+    from mcmi.config import ConfigError, load_config
+    from mcmi.experiments.table1 import (Table1Config, expand_grid, format_plan, outcome_counts, parse_only,
+                                         run_grid, select_runs)
+    from mcmi.reports.table1 import write_table1_report
+
+    path = _find_config(args.config)
+    try:
+        cfg = load_config(Table1Config, path, args.override)
+        runs = expand_grid(cfg)
+        selected = select_runs(runs, parse_only(args.only))
+    except ConfigError as e:
+        raise SystemExit(f"mcmi: {e}")
+    if args.dry_run:
+        print(format_plan(selected))
+        return 0
+    command = " ".join(["mcmi table1 --config", shlex.quote(args.config)]
+                       + [f"--only {shlex.quote(o)}" for o in args.only or []]
+                       + (["--report-only"] if args.report_only else []) + [shlex.quote(o) for o in args.override])
+    outcomes = [] if args.report_only else run_grid(cfg, selected)
+    report = write_table1_report(cfg, runs, command=command, outcomes=outcomes)
+    counts = outcome_counts(outcomes)
+    print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no runs trained")
+    for o in outcomes:
+        if o.result in ("failed", "blocked"):
+            print(f"  {o.result}: {o.key}: {o.message}")
+    print(f"report: {report}")
+    return 1 if any(o.result in ("failed", "blocked") for o in outcomes) else 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mcmi.experiments.evaluate import evaluate_checkpoint
 
@@ -146,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_parser(sub, "train-teacher", "train a teacher by maximum log-likelihood (cross-entropy)", cmd_train_teacher)
     _add_recipe_parser(sub, "finetune-mcmi", "fine-tune a trained teacher with MCMI (eq. 14: LL + lambda * CMI)", cmd_finetune_mcmi)
     _add_recipe_parser(sub, "distill", "train a student from a teacher with any registered KD method", cmd_distill)
+
+    t = sub.add_parser("table1", help="paper Table 1: students of MLL vs MCMI teachers, pairs x methods x seeds")
+    t.add_argument("--config", default="table1_cifar100", help="YAML grid (name in configs/experiments or a path)")
+    t.add_argument("--only", action="append", help="train a subset, e.g. method=kd|dkd,pair=resnet56-resnet20,seed=0 "
+                   "(keys: pair teacher student method kind seed stage); teachers they need come along")
+    t.add_argument("--dry-run", action="store_true", help="list the runs with their status (done/partial/todo); train nothing")
+    t.add_argument("--report-only", action="store_true", help="only (re)write OUT/README.md and OUT/results.json")
+    t.add_argument("override", nargs="*", help="config overrides key=value, e.g. seeds=[0,1] out=runs/t1")
+    t.set_defaults(func=cmd_table1)
 
     e = sub.add_parser("evaluate", help="accuracy, LL, CMI and per-class CMI of a trained model on a data set")
     e.add_argument("checkpoint", help="a run's last.pt or best.pt")

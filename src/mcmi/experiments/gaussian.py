@@ -112,6 +112,7 @@ def run_gaussian_study(cfg: GaussianStudyConfig, out_dir: str | Path,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start = time.perf_counter()
+    resumed = any(ck.glob("phase_*.pt"))  # timings below then cover only this invocation
     keys = [(d, s) for d in cfg.deltas for s in cfg.seeds]
     tasks: dict[tuple[float, int], GaussianTask] = {
         k: make_gaussian_task(k[0], k[1], cfg.n, cfg.num_classes, cfg.dim, cfg.noise, cfg.noise_is,
@@ -227,7 +228,7 @@ def run_gaussian_study(cfg: GaussianStudyConfig, out_dir: str | Path,
         "runs": runs,
         "timing": {**timings, "wall_s": wall, "model_steps": model_steps, "train_flops": flops,
                    "train_gflops_per_s": flops / train_time / 1e9 if train_time > 0 else None,
-                   "threads": torch.get_num_threads()},
+                   "threads": torch.get_num_threads(), "resumed": resumed},
     }
     write_json(out / "results.json", result)
     return result

@@ -30,8 +30,32 @@ class DataSpec:
     batch_size: int = 64
     eval_batch_size: int = 256
     augment: bool = True
-    train_subset: int | None = None  # keep the first N training images (quick runs)
+    train_subset: int | None = None  # keep N training images (quick runs)
     test_subset: int | None = None
+    # how the subsets are picked: "first" N images in file order, or "stratified": the first
+    # images of every class in turn, so all classes stay (class-sorted files such as the
+    # bundled archives lose whole classes with "first")
+    subset_mode: str = "first"
+
+    def __post_init__(self) -> None:
+        if self.subset_mode not in ("first", "stratified"):
+            raise ValueError(f"data.subset_mode must be 'first' or 'stratified', got {self.subset_mode!r}")
+
+
+def subset_indices(labels: torch.Tensor, n: int, mode: str = "first") -> torch.Tensor:
+    """Indices of ``n`` rows: the first ``n``, or (``stratified``) the first image of every class,
+    then the second of every class, ... (class counts differ by at most one), in file order."""
+    labels = torch.as_tensor(labels).long().cpu()
+    n = min(int(n), len(labels))
+    if mode == "first":
+        return torch.arange(n)
+    order = torch.argsort(labels, stable=True)  # grouped by class, file order inside a class
+    grouped = labels[order]
+    counts = torch.bincount(grouped)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(labels)) - starts[grouped]  # position of each image inside its class
+    key = rank * (int(grouped.max()) + 1 if len(grouped) else 1) + grouped
+    return order[torch.argsort(key, stable=True)[:n]].sort().values
 
 
 @dataclass
@@ -70,9 +94,9 @@ def build_loaders(spec: DataSpec, device: torch.device, seed: int, channels_last
     train = load_dataset(spec.name, "train", root=spec.root)
     test = load_dataset(spec.name, "test", root=spec.root)
     if spec.train_subset:
-        train = train.subset(torch.arange(min(spec.train_subset, len(train))))
+        train = train.subset(subset_indices(train.labels, spec.train_subset, spec.subset_mode))
     if spec.test_subset:
-        test = test.subset(torch.arange(min(spec.test_subset, len(test))))
+        test = test.subset(subset_indices(test.labels, spec.test_subset, spec.subset_mode))
     stats = dataset_stats(train, root=spec.root)
     stats = (stats.mean, stats.std)
     train_loader = TensorLoader(train, spec.batch_size, shuffle=True, augment=spec.augment, seed=seed, drop_last=False,
