@@ -2,14 +2,18 @@
 
 For each model and option set, runs the real path (TensorLoader batches with batched crop+flip
 from uint8 tensors -> MLL method -> SGD step) for a fixed number of steps after a warm-up, all
-in one process, one after another. Writes ``benchmarks/vision_train.md``.
+in one process. Option sets of a model are measured in interleaved rounds (a, b, c, a, b, c, ...)
+and the median of the rounds is reported, so drift of a shared machine hits every option alike.
+Writes ``benchmarks/vision_train.md``.
 
-    python benchmarks/bench_vision_train.py [--models resnet20,resnet56,wrn_40_2,resnet32x4] [--steps 20]
+    python benchmarks/bench_vision_train.py [--models resnet20,resnet56,wrn_40_2,resnet32x4] [--steps 20] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -28,6 +32,16 @@ OPTIONS = {
 }
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def synthetic_dataset(n: int = 4096, classes: int = 100) -> ImageDataset:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
@@ -35,7 +49,8 @@ def synthetic_dataset(n: int = 4096, classes: int = 100) -> ImageDataset:
     return ImageDataset(images, labels, [str(i) for i in range(classes)], "bench")
 
 
-def throughput(model_name: str, ds: ImageDataset, steps: int, batch: int, channels_last: bool, amp) -> float:
+def make_stepper(model_name: str, ds: ImageDataset, batch: int, channels_last: bool, amp):
+    """A warmed-up closure running one full training step of ``model_name`` with these options."""
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=100)
     method = MLL(model)
@@ -61,6 +76,10 @@ def throughput(model_name: str, ds: ImageDataset, steps: int, batch: int, channe
 
     for _ in range(3):
         step()
+    return step
+
+
+def timed(step, steps: int, batch: int) -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -73,27 +92,34 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds per option; the median is reported")
     ap.add_argument("--out", default=str(Path(__file__).with_name("vision_train.md")))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = synthetic_dataset()
     rows = []
     for name in args.models.split(","):
-        base = None
-        for label, opt in OPTIONS.items():
-            ips = throughput(name, ds, args.steps, args.batch, **opt)
-            base = base or ips
-            rows.append([name, label, f"{ips:.0f}", f"{ips / base:.2f}x"])
+        steppers = {label: make_stepper(name, ds, args.batch, **opt) for label, opt in OPTIONS.items()}
+        rounds: dict[str, list[float]] = {label: [] for label in OPTIONS}
+        for _ in range(args.repeats):
+            for label, step in steppers.items():
+                rounds[label].append(timed(step, args.steps, args.batch))
+        base = statistics.median(rounds[next(iter(OPTIONS))])
+        for label, values in rounds.items():
+            ips = statistics.median(values)
+            rows.append([name, label, f"{ips:.0f}", f"{min(values):.0f}-{max(values):.0f}", f"{ips / base:.2f}x"])
             print(rows[-1], flush=True)
     text = "\n".join([
         "# Training throughput of CIFAR-size models (MLL step, batch %d, 32 px, 100 classes)" % args.batch,
         "",
-        f"Command: `python benchmarks/bench_vision_train.py --models {args.models} --steps {args.steps} --threads {args.threads}`",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
+        f"Command: `python benchmarks/bench_vision_train.py --models {args.models} --steps {args.steps} "
+        f"--threads {args.threads} --repeats {args.repeats}`",
+        f"Machine: {cpu_model()} ({torch.get_num_threads()} of {os.cpu_count()} cores used), torch {torch.__version__}, {args.threads} threads; "
         "in-memory uint8 data, batched crop+flip, full SGD step (forward, backward, update). "
-        "Options are measured one after another in the same process; compare ratios within a model.",
+        f"Each figure is the median of {args.repeats} interleaved rounds of {args.steps} steps (range beside it); "
+        "compare ratios within a model.",
         "",
-        markdown_table(["model", "options", "images/s", "vs baseline"], rows),
+        markdown_table(["model", "options", "images/s", "range", "vs baseline"], rows),
         "",
     ])
     write_text(args.out, text)

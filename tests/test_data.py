@@ -529,3 +529,13 @@ def test_loader_on_cuda_matches_cpu():
         assert torch.allclose(cpu["image"], gpu["image"].cpu(), atol=1e-5)
     on_gpu = TensorLoader(ds.to("cuda"), device="cuda", **kw)
     assert next(iter(on_gpu))["image"].is_cuda
+
+
+@pytest.mark.parametrize("n,world", [(10, 3), (12, 4), (5, 2), (2, 3)])
+def test_unpadded_eval_shards_cover_each_sample_once(n, world):
+    ds = tiny_dataset(n)
+    shards = [[i for b in TensorLoader(ds, 2, rank=r, world_size=world, pad=False) for i in b["index"].tolist()]
+              for r in range(world)]
+    flat = [i for s in shards for i in s]
+    assert sorted(flat) == list(range(n))  # every sample exactly once, no padding
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1

@@ -29,7 +29,16 @@ from mcmi.methods import MCMI, MLL
 from mcmi.models import create_model
 from mcmi.models.base import FeatureModel, Features
 
-NUM_CLASSES, IN_DIM = 5, 8
+from helpers import (  # noqa: E402  (tests/ is on sys.path)
+    IN_DIM,
+    NUM_CLASSES,
+    Crash,
+    TinyNet,
+    ToyLoader,
+    assert_same_weights,
+    rows,
+    toy_data,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -39,76 +48,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-class Crash(Exception):
-    """Simulated interruption (preemption, OOM kill) raised by the loader."""
-
-
-class ToyLoader:
-    """Minimal stateful loader: dict batches, order from a generator seeded by (seed, epoch).
-
-    ``noise`` adds Gaussian input noise drawn from torch's global RNG, so an exact resume also
-    needs the trainer to restore that RNG. ``crash_at=(epoch, batch)`` raises :class:`Crash`.
-    """
-
-    def __init__(self, x, y, batch_size=16, seed=0, shuffle=True, noise=0.0, crash_at=None):
-        self.x, self.y, self.bs = x, y, batch_size
-        self.seed, self.shuffle, self.noise, self.crash_at = seed, shuffle, noise, crash_at
-        self.epoch, self.position = 0, 0
-
-    def __len__(self):
-        return math.ceil(len(self.x) / self.bs)
-
-    def set_epoch(self, epoch):
-        self.epoch, self.position = epoch, 0
-
-    def state_dict(self):
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, s):
-        self.epoch, self.position = s["epoch"], s["position"]
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        perm = (
-            torch.randperm(len(self.x), generator=g) if self.shuffle else torch.arange(len(self.x))
-        )
-        while self.position < len(self):
-            i = self.position
-            if self.crash_at == (self.epoch, i):
-                raise Crash(f"crash at epoch {self.epoch} batch {i}")
-            idx = perm[i * self.bs : (i + 1) * self.bs]
-            x = self.x[idx]
-            if self.noise:
-                x = x + self.noise * torch.randn(x.shape)
-            self.position += 1
-            yield {"image": x, "label": self.y[idx], "index": idx}
-        self.position = 0
-
-
-class TinyNet(FeatureModel):
-    """Two-layer net with dropout (exercises the torch RNG on resume)."""
-
-    def __init__(self, in_dim=IN_DIM, num_classes=NUM_CLASSES, hidden=32, p=0.2):
-        super().__init__()
-        self.fc = nn.Linear(in_dim, hidden)
-        self.drop = nn.Dropout(p)
-        self.classifier = nn.Linear(hidden, num_classes)
-        self.stage_channels, self.num_features, self.num_classes = [hidden], hidden, num_classes
-
-    def forward_features(self, x):
-        z = self.fc(x)
-        h = self.drop(z.relu())
-        return Features(logits=self.classifier(h), stages=[h], preact=[z], pooled=h)
-
-
-def toy_data(n=64, seed=0, spread=1.0):
-    g = torch.Generator().manual_seed(seed)
-    means = torch.randn(NUM_CLASSES, IN_DIM, generator=torch.Generator().manual_seed(123)) * 2.0
-    y = torch.arange(n) % NUM_CLASSES
-    x = means[y] + spread * torch.randn(n, IN_DIM, generator=g)
-    return x, y
 
 
 def loaders(crash_at=None, noise=0.3):
@@ -132,19 +71,6 @@ def run(out_dir, config, crash_at=None, resume=False, model_fn=TinyNet, method_f
     train, test = loaders(crash_at)
     trainer = Trainer(method, train, test, config, out_dir, NUM_CLASSES)
     return trainer, trainer.fit(resume=resume)
-
-
-def rows(out_dir):
-    return [
-        {k: v for k, v in r.items() if k != "time_s"} for r in read_jsonl(out_dir / "metrics.jsonl")
-    ]
-
-
-def assert_same_weights(a: nn.Module, b: nn.Module):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), k
 
 
 # ----------------------------------------------------------------------------- training

@@ -139,6 +139,86 @@ def cmd_table1(args: argparse.Namespace) -> int:
     return 1 if any(o.result in ("failed", "blocked") for o in outcomes) else 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from mcmi.config import ConfigError, build, deep_merge, load_config, load_yaml
+    from mcmi.experiments.sweep import (ExecutorSpec, expand_recipe_grid, format_results, parse_grid, run_sweep,
+                                        sweep_results)
+    from mcmi.experiments.table1 import Table1Config, expand_grid, format_plan, outcome_counts, parse_only, select_runs
+    from mcmi.io import write_json
+
+    if args.grid and not args.recipe:
+        raise SystemExit("mcmi sweep: --grid varies a recipe's settings: use it with --recipe")
+    if args.only and not args.config:
+        raise SystemExit("mcmi sweep: --only filters a Table 1 grid: use it with --config")
+    flags = {"executor": args.executor, "workers": args.workers, "retries": args.retries,
+             "timeout_min": args.timeout_min, "gpus_per_node": args.gpus_per_node,
+             "tasks_per_node": args.tasks_per_node, "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
+             "slurm_partition": args.slurm_partition, "poll_s": args.poll_s}
+    try:
+        cluster = load_yaml(_find_config(args.cluster)) if args.cluster else {}
+        spec = build(ExecutorSpec, deep_merge(cluster, {k: v for k, v in flags.items() if v is not None}),
+                     source=f"{args.cluster or 'mcmi sweep'} (executor settings)")
+        if args.config:
+            cfg = load_config(Table1Config, _find_config(args.config), args.override)
+            all_runs = expand_grid(cfg)
+            runs = select_runs(all_runs, parse_only(args.only))
+            root = Path(cfg.out)
+        else:
+            runs = expand_recipe_grid(_find_config(args.recipe), parse_grid(args.grid or []), args.override, args.out)
+            root = Path(runs[0].out_dir).parent
+    except ConfigError as e:
+        raise SystemExit(f"mcmi: {e}")
+    if args.dry_run:
+        print(format_plan(runs))
+        return 0
+    outcomes = run_sweep(runs, spec, folder=spec.folder or root / ".submitit",
+                         teacher_checkpoint=cfg.teacher_checkpoint if args.config else None)
+    counts = outcome_counts(outcomes)
+    print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no runs")
+    for o in outcomes:
+        if o.result in ("failed", "blocked"):
+            print(f"  {o.result}: {o.key}: {o.message}")
+    if args.config:
+        from mcmi.reports.table1 import write_table1_report
+
+        command = "mcmi " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        print(f"report: {write_table1_report(cfg, all_runs, command=command, outcomes=outcomes)}")
+    else:
+        rows = sweep_results(runs)
+        write_json(root / "sweep.json", rows)
+        print(format_results(rows))
+        print(f"results: {root / 'sweep.json'}")
+    return 1 if any(o.result in ("failed", "blocked") for o in outcomes) else 0
+
+
+#: Subcommands whose arguments are parsed by the module's own ``main(argv)``.
+DELEGATED = {
+    "zero-shot": ("mcmi.experiments.zero_shot", "zero-shot distillation (Fig. 4, Table 9): students trained without some classes"),
+    "few-shot": ("mcmi.experiments.few_shot", "few-shot distillation (Table 3, Table 12): students on alpha of the training data"),
+}
+ANALYSES = {
+    "eigencam": ("mcmi.analysis.eigencam", "Eigen-CAM maps of teachers side by side (Fig. 3)"),
+    "tsne": ("mcmi.analysis.tsne", "t-SNE of teachers' output distributions (Fig. 6)"),
+    "temperature": ("mcmi.analysis.temperature", "CMI, LL and accuracy against softmax temperature (Fig. 1, Fig. 8)"),
+    "curves": ("mcmi.analysis.curves", "CMI and LL curves of runs from their metrics.jsonl (Fig. 2)"),
+    "per-class": ("mcmi.analysis.per_class", "per-class CMI table of teachers"),
+}
+
+
+def _delegate(module: str, argv: list[str]) -> int:
+    import importlib
+
+    return int(importlib.import_module(module).main(argv) or 0)
+
+
+def cmd_delegated(args: argparse.Namespace) -> int:
+    return _delegate(DELEGATED[args.cmd][0], args.rest)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    return _delegate(ANALYSES[args.tool][0], args.rest)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mcmi.experiments.evaluate import evaluate_checkpoint
 
@@ -186,6 +266,45 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("override", nargs="*", help="config overrides key=value, e.g. seeds=[0,1] out=runs/t1")
     t.set_defaults(func=cmd_table1)
 
+    w = sub.add_parser("sweep", help="many runs as parallel jobs (submitit: local processes or SLURM): a Table 1 grid, "
+                       "or a recipe over a grid of settings; finished runs are skipped, failed ones retried")
+    what = w.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", help="a Table 1-style grid YAML (as for mcmi table1)")
+    what.add_argument("--recipe", help="a training recipe (as for mcmi train-teacher/distill) whose settings "
+                      "--grid varies")
+    w.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                   help="with --recipe: values of one setting, e.g. method_args.lam=0.05,0.1,0.2; several --grid "
+                   "flags make the cartesian product; runs go to OUT/<lam=0.1_seed=0>")
+    w.add_argument("--out", help="with --recipe: folder of the runs (default: the recipe's out + '-sweep')")
+    w.add_argument("--only", action="append", help="with --config: a subset of the grid, as for mcmi table1")
+    w.add_argument("--executor", choices=["local", "slurm"], help="local processes (default) or SLURM jobs")
+    w.add_argument("--workers", type=int, help="jobs at a time (default local: 1, or one per GPU; slurm: all)")
+    w.add_argument("--retries", type=int, help="extra attempts of a failed run, resuming from its checkpoint "
+                   "(default 0)")
+    w.add_argument("--timeout-min", type=int, help="time limit of a job; a job that reaches it is requeued and resumes")
+    w.add_argument("--gpus-per-node", type=int, help="GPUs per run")
+    w.add_argument("--tasks-per-node", type=int, help="processes per run (data parallel, one per GPU)")
+    w.add_argument("--cpus-per-task", type=int)
+    w.add_argument("--mem-gb", type=float)
+    w.add_argument("--slurm-partition")
+    w.add_argument("--cluster", help="YAML of executor settings (keys of mcmi.experiments.sweep.ExecutorSpec, e.g. "
+                   "slurm: {account: ..., setup: [source .venv/bin/activate]}); flags override it")
+    w.add_argument("--poll-s", type=float, help=argparse.SUPPRESS)
+    w.add_argument("--dry-run", action="store_true", help="list the runs with their status; run nothing")
+    w.add_argument("override", nargs="*", help="overrides key=value of the grid (--config) or of the recipe (--recipe)")
+    w.set_defaults(func=cmd_sweep)
+
+    for name, (_, help_) in DELEGATED.items():
+        x = sub.add_parser(name, help=help_, add_help=False)  # the module's parser answers --help
+        x.add_argument("rest", nargs=argparse.REMAINDER)
+        x.set_defaults(func=cmd_delegated)
+    a = sub.add_parser("analyze", help="analysis figures and tables of trained teachers (Figs. 1-3, 6, 8)")
+    tools = a.add_subparsers(dest="tool", required=True, metavar="TOOL")
+    for name, (_, help_) in ANALYSES.items():
+        x = tools.add_parser(name, help=help_, add_help=False)
+        x.add_argument("rest", nargs=argparse.REMAINDER)
+        x.set_defaults(func=cmd_analyze)
+
     e = sub.add_parser("evaluate", help="accuracy, LL, CMI and per-class CMI of a trained model on a data set")
     e.add_argument("checkpoint", help="a run's last.pt or best.pt")
     e.add_argument("--data", required=True, help="data set name (cifar100, tinyimagenet100-32px, imagefolder, ...)")
@@ -206,7 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # delegated subcommands hand everything after their name to the module's own parser
+    # (argparse.REMAINDER would swallow neither a leading --option nor --help)
+    i = 1 if argv[:1] == ["analyze"] else 0
+    if len(argv) > i and (argv[i] in DELEGATED or (i and argv[i] in ANALYSES)):
+        args, _ = parser.parse_known_args(argv[: i + 1])
+        args.rest = argv[i + 1 :]
+    else:
+        args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from mcmi.config import ConfigError
     from mcmi.data import DataError

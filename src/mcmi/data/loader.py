@@ -54,6 +54,9 @@ class TensorLoader:
         indices: restrict to these dataset indices (ints, or a bool mask of length N);
             ``"index"`` in a batch is still the index into the full data set.
         return_params: add the batch's augmentation parameters under ``"params"``.
+        pad: with ``world_size > 1``, pad the order so every rank gets the same number of samples
+            (training: DDP needs equal step counts). ``False`` gives uneven, disjoint shares that
+            cover every sample exactly once: right for evaluation, whose sums are all-reduced once.
         stats: (mean, std) for the default transforms (default
             :func:`~mcmi.data.datasets.dataset_stats` of the data set); ignored when
             ``augment`` is a Transform.
@@ -67,7 +70,7 @@ class TensorLoader:
                  channels_last: bool = False, rank: int = 0, world_size: int = 1,
                  indices: Sequence[int] | Tensor | np.ndarray | None = None,
                  return_params: bool = False,
-                 stats: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
+                 stats: tuple[Sequence[float], Sequence[float]] | None = None, pad: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -85,6 +88,7 @@ class TensorLoader:
         self.device = torch.device(device)
         self.channels_last = bool(channels_last)
         self.rank, self.world_size = int(rank), int(world_size)
+        self.pad = bool(pad)
         self.return_params = return_params
         self.indices = self._check_indices(indices, len(dataset))
         self.epoch = 0
@@ -112,8 +116,12 @@ class TensorLoader:
     # ------------------------------------------------------------------ sizes and order
     @property
     def num_samples(self) -> int:
-        """Samples per epoch on this rank (``ceil(len(indices) / world_size)``)."""
-        return math.ceil(len(self.indices) / self.world_size)
+        """Samples per epoch on this rank (``ceil(len(indices) / world_size)``; without ``pad`` the
+        ranks below ``len(indices) % world_size`` get one more than the others)."""
+        n = len(self.indices)
+        if self.pad:
+            return math.ceil(n / self.world_size)
+        return n // self.world_size + (self.rank < n % self.world_size)
 
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
@@ -140,7 +148,9 @@ class TensorLoader:
             perm = torch.randperm(n, generator=g)
         else:
             perm = torch.arange(n)
-        if self.world_size > 1 and n:
+        if self.world_size > 1 and n and not self.pad:
+            perm = perm[self.rank::self.world_size]
+        elif self.world_size > 1 and n:
             total = self.num_samples * self.world_size
             pad = total - n
             if pad:
@@ -160,7 +170,8 @@ class TensorLoader:
             self._position = b + 1
             yield batch
 
-    def _make_batch(self, idx: Tensor, epoch: int, b: int) -> dict[str, Any]:
+    def _gather(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """uint8 images (B, 3, H, W) on ``self.device`` and labels of dataset rows ``idx``."""
         images = self.dataset.get_images(idx)           # uint8 (B, 3, H, W)
         labels = self.dataset.labels[idx.to(self.dataset.labels.device)]
         if images.device != self.device:
@@ -168,7 +179,15 @@ class TensorLoader:
                 images = images.pin_memory().to(self.device, non_blocking=True)
             else:
                 images = images.to(self.device)
-        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, _AUGMENT, self.rank, b))
+        return images, labels
+
+    def _batch_generator(self, epoch: int, b: int) -> torch.Generator:
+        """The generator of batch ``b`` of ``epoch`` on this rank (seeded by all four)."""
+        return torch.Generator().manual_seed(derive_seed(self.seed, epoch, _AUGMENT, self.rank, b))
+
+    def _make_batch(self, idx: Tensor, epoch: int, b: int) -> dict[str, Any]:
+        images, labels = self._gather(idx)
+        g = self._batch_generator(epoch, b)
         params = self.transform.sample(images.shape[0], images.shape[2], images.shape[3], g)
         out = {
             "image": self.transform.apply(images, params,

@@ -46,6 +46,12 @@ class TrainConfig:
     log_tensorboard: bool = False
     progress: bool = True  # tqdm bar (still only on rank 0 and a TTY)
     find_unused_parameters: bool = False  # DDP option for methods with conditionally used heads
+    # speed options (see benchmarks/bench_kd.py for what each buys)
+    compile: bool = False  # torch.compile the method's step (forward + losses); may not pay on CPU
+    fold_teacher_bn: bool = True  # fold a frozen teacher's batch norms into its convs (same outputs)
+    # >0: K augmentation views per image with teacher logits computed once (logit-based methods
+    # only; the student then sees K augmentations per image over the run, not a fresh one per epoch)
+    teacher_cache_views: int = 0
 
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -55,6 +61,8 @@ class TrainConfig:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.epochs < 1 or self.eval_every < 1 or self.checkpoint_every_steps < 0:
             raise ValueError("need epochs >= 1, eval_every >= 1, checkpoint_every_steps >= 0")
+        if self.teacher_cache_views < 0:
+            raise ValueError(f"teacher_cache_views must be >= 0, got {self.teacher_cache_views}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
 

@@ -162,6 +162,8 @@ class Trainer(EpochLoopMixin, CheckpointingMixin):
                 atomic_write_text(self.out_dir / "config.json", text)
                 self.log.write_rows(self.history)
             self._forward_module = self._wrap_ddp()
+            if self.cfg.compile:
+                self._forward_module = torch.compile(self._forward_module)
             for epoch in range(self.epoch, self.cfg.epochs):
                 self._run_epoch(epoch)
             summary = self._summary(resumed_from)

@@ -69,7 +69,15 @@ class Distiller(Method):
 
     The teacher is stored outside ``_modules`` bookkeeping for the optimizer via
     ``requires_grad_(False)``; it stays a submodule so ``.to(device)`` moves it.
+
+    ``teacher_signal`` says what of the teacher the loss reads: ``"logits"`` (only its logits of
+    the augmented input, e.g. KD, DKD: such methods take precomputed logits from
+    ``batch["teacher_logits"]`` when a loader supplies them, see
+    :mod:`mcmi.data.teacher_cache`) or ``"features"`` (intermediate features: always a live
+    teacher forward).
     """
+
+    teacher_signal: str = "features"
 
     def __init__(self, student: FeatureModel, teacher: FeatureModel) -> None:
         super().__init__(student)
@@ -104,3 +112,11 @@ class Distiller(Method):
     @torch.no_grad()
     def teacher_forward(self, x: Tensor):
         return self.teacher.forward_features(x)
+
+    def teacher_logits(self, batch: Batch) -> Tensor:
+        """The teacher's logits of ``batch["image"]``: the cached ``batch["teacher_logits"]``
+        when present and this method's ``teacher_signal`` is ``"logits"``, else a live forward."""
+        cached = batch.get("teacher_logits") if self.teacher_signal == "logits" else None
+        if cached is not None:
+            return cached
+        return self.teacher_forward(batch["image"]).logits

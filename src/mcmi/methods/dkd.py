@@ -53,6 +53,8 @@ class DKD(Distiller):
     """DKD distiller (Zhao et al., CVPR 2022): ``ce_weight CE + min(1, (epoch+1)/warmup)
     (alpha TCKD + beta NCKD)`` (0-based epochs)."""
 
+    teacher_signal = "logits"
+
     def __init__(self, student, teacher, **weights) -> None:
         super().__init__(student, teacher)
         self.cfg = make_config(DKDConfig, weights, "dkd")
@@ -61,7 +63,7 @@ class DKD(Distiller):
         cfg = self.cfg
         x, y = batch["image"], batch["label"]
         logits = self.student(x)
-        t_logits = self.teacher_forward(x).logits
+        t_logits = self.teacher_logits(batch)
         ramp = warmup_factor(epoch, cfg.warmup)
         return StepOutput(
             logits,

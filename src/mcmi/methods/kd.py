@@ -22,6 +22,8 @@ class KDConfig:
 class KD(Distiller):
     """Student learns from ``ce_weight * CE(y) + kd_weight * T^2 KL(P_t^T || P_s^T)``."""
 
+    teacher_signal = "logits"
+
     def __init__(self, student, teacher, ce_weight: float = 0.1, kd_weight: float = 0.9, temperature: float = 4.0):
         super().__init__(student, teacher)
         self.cfg = KDConfig(ce_weight, kd_weight, temperature)
@@ -29,7 +31,7 @@ class KD(Distiller):
     def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
         x = batch["image"]
         logits = self.student(x)
-        t_logits = self.teacher_forward(x).logits
+        t_logits = self.teacher_logits(batch)
         return StepOutput(
             logits,
             {

@@ -1,13 +1,43 @@
-"""One-pass evaluation of a model: accuracy, LL (eq. 5), CMI (eq. 12) and per-class CMI."""
+"""One-pass evaluation of a model: accuracy, LL (eq. 5), CMI (eq. 12), per-class CMI and the
+confusion matrix (per-class accuracy, accuracy on a subset of classes: the zero-shot protocol of
+the paper's Sec. 6.2 / A.11, which reports the dropped and the kept classes separately)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mcmi.metrics.cmi import CMIState
+
+
+def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """(C, C) int64 counts: row = true class, column = predicted class."""
+    predictions, labels = predictions.reshape(-1).long(), labels.reshape(-1).long()
+    if predictions.shape != labels.shape:
+        raise ValueError(f"{predictions.numel()} predictions but {labels.numel()} labels")
+    flat = labels * num_classes + predictions
+    return torch.bincount(flat.cpu(), minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion: Tensor) -> list[float]:
+    """Recall of every class (diagonal / row sum); NaN for a class without samples."""
+    conf = torch.as_tensor(confusion, dtype=torch.float64)
+    rows = conf.sum(1)
+    return [float(d / r) if r > 0 else math.nan for d, r in zip(conf.diagonal(), rows)]
+
+
+def accuracy_on_classes(confusion: Tensor, classes: Sequence[int]) -> float:
+    """Top-1 accuracy over the samples whose true class is in ``classes`` (all predictions
+    count, over the full head); NaN when those classes have no sample."""
+    conf = torch.as_tensor(confusion, dtype=torch.float64)
+    idx = torch.as_tensor(sorted(set(int(c) for c in classes)), dtype=torch.long)
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= conf.shape[0]):
+        raise ValueError(f"classes out of range [0, {conf.shape[0] - 1}]: {list(classes)}")
+    n = conf[idx].sum()
+    return float(conf[idx, idx].sum() / n) if n > 0 else math.nan
 
 
 @dataclass
@@ -17,11 +47,23 @@ class EvalResult:
     cmi: float
     n: int
     per_class_cmi: list[float] = field(default_factory=list)
+    confusion: Tensor | None = None  # (C, C) int64 on the CPU; rows: true class, columns: prediction
+
+    @property
+    def per_class_accuracy(self) -> list[float]:
+        return per_class_accuracy(self.confusion) if self.confusion is not None else []
+
+    def accuracy_on(self, classes: Sequence[int]) -> float:
+        """Accuracy over the samples of ``classes`` (e.g. the classes dropped for a student)."""
+        if self.confusion is None:
+            raise ValueError("this result has no confusion matrix")
+        return accuracy_on_classes(self.confusion, classes)
 
     def as_dict(self, per_class: bool = False) -> dict:
         d = {"accuracy": self.accuracy, "log_likelihood": self.log_likelihood, "cmi": self.cmi, "n": self.n}
         if per_class:
             d["per_class_cmi"] = self.per_class_cmi
+            d["per_class_accuracy"] = self.per_class_accuracy
         return d
 
 
@@ -34,23 +76,33 @@ def evaluate(
     temperature: float = 1.0,
     distributed: bool = False,
 ) -> EvalResult:
-    """Accuracy, LL and CMI of ``model`` over ``loader`` (dict batches with ``image``, ``label``).
+    """Accuracy, LL, CMI and confusion matrix of ``model`` over ``loader`` (dict batches with
+    ``image``, ``label``).
 
-    Exact, single pass, memory independent of the data set size (see :class:`CMIState`).
-    The model is evaluated in eval mode and its previous mode restored. With ``distributed``,
-    the statistics are all-reduced so every process returns the global figures.
+    Exact, single pass, memory independent of the data set size (see :class:`CMIState`; the
+    confusion matrix is C x C). The model is evaluated in eval mode and its previous mode
+    restored. With ``distributed``, the statistics are all-reduced so every process returns the
+    global figures.
     """
     was_training = model.training
     model.eval()
     state = CMIState.empty(num_classes, device)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device)
     try:
         for batch in loader:
             logits = model(batch["image"].to(device, non_blocking=True))
-            state.update_logits(logits.float(), batch["label"].to(device), temperature)
+            labels = batch["label"].to(device)
+            state.update_logits(logits.float(), labels, temperature)
+            flat = labels.long() * num_classes + logits.argmax(1)
+            confusion += torch.bincount(flat, minlength=num_classes * num_classes).to(confusion.dtype)
     finally:
         model.train(was_training)
     if distributed:
         state.all_reduce()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(confusion)
     pc = state.per_class_cmi()
     return EvalResult(
         accuracy=state.accuracy(),
@@ -58,4 +110,5 @@ def evaluate(
         cmi=state.cmi(),
         n=state.n,
         per_class_cmi=[float(v) for v in pc],
+        confusion=confusion.round().long().reshape(num_classes, num_classes).cpu(),
     )

@@ -10,17 +10,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def save_figure(fig, path_stem: str | Path) -> list[Path]:
-    """Write ``<stem>.png`` and ``<stem>.pdf``; returns both paths."""
+def save_figure(fig, path_stem: str | Path, dpi: int = 150) -> list[Path]:
+    """Write ``<stem>.png`` (``dpi``) and ``<stem>.pdf``, each atomically (:func:`mcmi.io.atomic_write`);
+    closes the figure and returns both paths. ``tight_layout`` unless the figure has a layout engine."""
+    from mcmi.io import atomic_write
+
     stem = Path(path_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    fig.tight_layout()
-    for p in paths:
-        tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
-        fig.savefig(tmp, dpi=150)
-        tmp.replace(p)
-    plt.close(fig)
+    if fig.get_layout_engine() is None:  # figures with their own layout engine keep it
+        fig.tight_layout()
+    try:
+        for p in paths:
+            atomic_write(p, lambda f, fmt=p.suffix[1:]: fig.savefig(f, format=fmt, dpi=dpi))
+    finally:
+        plt.close(fig)
     return paths
 
 

@@ -1,0 +1,120 @@
+"""What the analysis tools share: data as a model was trained on it, teacher checkpoints, one pass
+of a model over a data set (logits, optionally one stage's feature maps), ``NAME=PATH`` arguments."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["EvalData", "class_index", "collect_logits", "load_eval_data", "load_models", "parse_named", "add_data_args",
+           "data_from_args"]
+
+
+@dataclass
+class EvalData:
+    """One split of a task, unaugmented, with the normalization of its training set."""
+
+    dataset: Any  # ImageDataset
+    stats: tuple[Sequence[float], Sequence[float]]  # (mean, std)
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.dataset.classes)
+
+    def loader(self, indices: Tensor | None = None, batch_size: int = 256, device: torch.device | str = "cpu"):
+        from mcmi.data import TensorLoader
+
+        return TensorLoader(self.dataset, batch_size, shuffle=False, augment=False, device=device,
+                            indices=indices, stats=self.stats)
+
+
+def load_eval_data(name: str, root: str | None = None, split: str = "test",
+                   class_groups: list[list[int]] | None = None) -> EvalData:
+    """Split ``split`` of data set ``name`` (with ``class_groups`` when the models were trained on
+    such a task), normalized with its training set's statistics, as in training."""
+    from mcmi.data import dataset_stats
+    from mcmi.data.datasets import normalize_split
+    from mcmi.experiments.train import DataSpec, load_datasets
+
+    train, test = load_datasets(DataSpec(name=name, root=root, class_groups=class_groups))
+    st = dataset_stats(train, root=root)
+    return EvalData(train if normalize_split(split) == "train" else test, (st.mean, st.std))
+
+
+def load_models(checkpoints: Mapping[str, str], num_classes: int, device: torch.device | str = "cpu"):
+    """``{name: checkpoint}`` -> ``{name: model}`` in eval mode on ``device``."""
+    from mcmi.models.io import load_model
+
+    return {name: load_model(path, num_classes=num_classes).to(device).eval() for name, path in checkpoints.items()}
+
+
+@torch.no_grad()
+def collect_logits(model: torch.nn.Module, loader, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Logits (N, C, float32) and labels (N,) of ``model`` over ``loader``, on the CPU, in
+    ``loader`` order. The model's mode is restored."""
+    was = model.training
+    model.eval()
+    logits, labels = [], []
+    try:
+        for batch in loader:
+            logits.append(model(batch["image"].to(device)).float().cpu())
+            labels.append(batch["label"].cpu())
+    finally:
+        model.train(was)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def class_index(names: Sequence[str], spec: str | int | None) -> int | None:
+    """A class given by index or by name (case-insensitive) -> its index; None stays None."""
+    if spec is None or spec == "":
+        return None
+    if isinstance(spec, int) or str(spec).lstrip("-").isdigit():
+        i = int(spec)
+        if not 0 <= i < len(names):
+            raise ValueError(f"class index {i} out of range [0, {len(names) - 1}]")
+        return i
+    lowered = [n.lower() for n in names]
+    if str(spec).lower() in lowered:
+        return lowered.index(str(spec).lower())
+    raise ValueError(f"unknown class {spec!r}; classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+
+
+def parse_named(items: Sequence[str] | None, default_names: Sequence[str] = ()) -> dict[str, str]:
+    """``["MLL=a.pt", "MCMI=b.pt"]`` -> ``{"MLL": "a.pt", "MCMI": "b.pt"}``; an item without ``=``
+    takes the next of ``default_names`` (else its position)."""
+    out: dict[str, str] = {}
+    for i, item in enumerate(items or []):
+        if "=" in item:
+            name, value = item.split("=", 1)
+        else:
+            name, value = (default_names[i] if i < len(default_names) else str(i + 1)), item
+        if name in out:
+            raise ValueError(f"name {name!r} given twice")
+        out[name] = value
+    return out
+
+
+def add_data_args(p: argparse.ArgumentParser, split: str) -> None:
+    p.add_argument("--data", required=True, help="data set name (cifar100, cifar10-partial, tinyimagenet100-32px, npz, ...)")
+    p.add_argument("--root", help="data folder or file where the data set needs one")
+    p.add_argument("--split", default=split, choices=["train", "test"], help=f"default: {split}")
+    p.add_argument("--class-groups", help="the task the models were trained on, as YAML, e.g. '[[0,1,2,3,4],[5,6,7,8,9]]'")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256)
+
+
+def data_from_args(args: argparse.Namespace) -> tuple[EvalData, torch.device]:
+    import yaml
+
+    from mcmi.experiments.train import resolve_device
+
+    groups = yaml.safe_load(args.class_groups) if args.class_groups else None
+    return load_eval_data(args.data, args.root, args.split, groups), resolve_device(args.device)

@@ -1,0 +1,272 @@
+"""What the zero-shot and few-shot grids share (paper Sec. 6.2-6.3, A.11, Tables 3, 9, 12).
+
+A grid is one teacher -> student pair: the teacher is trained on the whole training set (MLL,
+then its MCMI fine-tune), and students distil from each teacher kind under a reduced training set
+(a *cell*: some classes dropped, or a fraction of the images), for every method and seed. The
+teacher runs are those of the Table 1 harness (:mod:`mcmi.experiments.table1`) for the same pair
+and recipes, stored under ``out/teachers/``; pointing ``out`` at a Table 1 grid of the same
+teacher recipe and data shares its teachers. Students and the report go under ``out/<name>/``::
+
+    <out>/teachers/<arch>/{mll,mcmi}
+    <out>/<name>/students/<cell>/<method>/<kind>/seed<k>
+    <out>/<name>/README.md, results.json
+
+Runs are :class:`~mcmi.experiments.table1.PlannedRun` objects trained by
+:func:`~mcmi.experiments.table1.run_grid`: a finished run is skipped, a partial one resumes, a
+failure is recorded in its folder and blocks only what needs its checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from mcmi.config import ConfigError
+from mcmi.experiments.table1 import TEACHER_KINDS, PairSpec, PlannedRun, Table1Config
+from mcmi.experiments.train import DataSpec
+
+log = logging.getLogger(__name__)
+
+#: Data fields a grid sets per cell; the grid's ``data`` must leave them unset.
+CELL_FIELDS = ("train_fraction", "fraction_mode", "drop_classes", "drop_num_classes")
+
+
+@dataclass
+class ShotGridConfig:
+    """Fields of both grids. ``data`` is the teacher's (whole) training set; the grid sets the
+    student's reductions per cell. Recipes, ``method_args``, ``student_lr`` and the lambda of the
+    MCMI fine-tune work as in :class:`~mcmi.experiments.table1.Table1Config`."""
+
+    teacher: str = "resnet56"
+    student: str = "resnet20"
+    methods: list[str] = field(default_factory=lambda: ["kd"])
+    teacher_kinds: list[str] = field(default_factory=lambda: list(TEACHER_KINDS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data: DataSpec = field(default_factory=DataSpec)
+    teacher_recipe: str | dict[str, Any] = "_base_/cifar_teacher.yaml"
+    mcmi_recipe: str | dict[str, Any] = "_base_/cifar_mcmi.yaml"
+    student_recipe: str | dict[str, Any] = "_base_/cifar_student.yaml"
+    heads_recipe: str | dict[str, Any] = "_base_/cifar_hsakd_heads.yaml"
+    mcmi_lambda: float | None = None  # default: Table 6's value for the teacher (table1.TABLE6_LAMBDA)
+    student_lr: dict[str, float] = field(default_factory=dict)
+    method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    use_pair_defaults: bool = True
+    teacher_seed: int = 0
+    teacher_checkpoint: str = "last"
+    device: str = "auto"
+    out: str = "runs/shots"
+    name: str = ""  # subfolder of out for students and report; default: the experiment's name
+
+    def __post_init__(self) -> None:
+        set_fields = [f for f in CELL_FIELDS if getattr(self.data, f) is not None]
+        if set_fields:
+            raise ValueError(f"data.{set_fields[0]} is set by the grid for each cell; leave it out of data")
+        if self.mcmi_lambda is not None and self.mcmi_lambda <= 0:
+            raise ValueError(f"mcmi_lambda must be positive, got {self.mcmi_lambda}")
+        self.table1()  # validates methods, kinds, seeds and the checkpoint choice
+
+    def table1(self) -> Table1Config:
+        """The Table 1 grid of this pair: its teacher runs and its student recipes are reused."""
+        return Table1Config(
+            pairs=[PairSpec(self.teacher, self.student)], methods=list(self.methods),
+            teacher_kinds=list(self.teacher_kinds), seeds=list(self.seeds), data=self.data,
+            teacher_recipe=self.teacher_recipe, mcmi_recipe=self.mcmi_recipe, student_recipe=self.student_recipe,
+            heads_recipe=self.heads_recipe,
+            mcmi_lambda={} if self.mcmi_lambda is None else {self.teacher: float(self.mcmi_lambda)},
+            student_lr=dict(self.student_lr), method_args=dict(self.method_args),
+            use_pair_defaults=self.use_pair_defaults, teacher_seed=self.teacher_seed,
+            teacher_checkpoint=self.teacher_checkpoint, device=self.device, out=self.out)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One reduction of the student's training set: folder ``key``, report ``label``, and the
+    data fields it sets for a run of a given seed."""
+
+    key: str
+    label: str
+    data: Callable[[int], dict[str, Any]]
+    value: float = 0.0  # the grid coordinate (fraction, number of classes) for sorting and reports
+
+
+def expand(cfg: ShotGridConfig, cells: Sequence[Cell]) -> list[PlannedRun]:
+    """Teacher runs (as Table 1 plans them) then students, seed by seed, cell by cell."""
+    from mcmi.experiments.table1 import expand_grid
+
+    base = expand_grid(cfg.table1())
+    runs = [r for r in base if r.stage in ("teacher", "mcmi", "prep")]
+    students = [r for r in base if r.stage == "student"]
+    out = Path(cfg.out)
+    for seed in cfg.seeds:
+        for cell in cells:
+            for r in students:
+                if r.label("seed") != str(seed):
+                    continue
+                key = f"{cfg.name}/students/{cell.key}/{r.label('method')}/{r.label('kind')}/seed{seed}"
+                try:
+                    data = dataclasses.replace(r.config.data, **cell.data(seed))
+                except (TypeError, ValueError) as e:
+                    raise ConfigError(f"{cfg.name}: cell {cell.key}: {e}") from None
+                config = dataclasses.replace(r.config, data=data, out=str(out / key))
+                runs.append(PlannedRun(key, "student", config, r.deps, {**r.labels, "cell": (cell.key,)}))
+    return runs
+
+
+def find_grid_config(name: str) -> Path:
+    """A grid's YAML file: a path, a path under ``configs/``, or a bare name under
+    ``configs/experiments/`` (``zero_shot_cifar10_cpu``)."""
+    from mcmi.experiments.table1 import CONFIGS_DIR, resolve_recipe_path
+
+    try:
+        return resolve_recipe_path(name)
+    except ConfigError:
+        cand = CONFIGS_DIR / "experiments" / (name if name.endswith(".yaml") else f"{name}.yaml")
+        if cand.is_file():
+            return cand
+        raise
+
+
+def parse_only(spec: str | Sequence[str] | None) -> dict[str, set[str]]:
+    """:func:`mcmi.experiments.table1.parse_only` plus the key ``cell`` (e.g. ``cell=drop5|drop10``)."""
+    from mcmi.experiments.table1 import parse_only as parse_table1
+
+    items = [spec] if isinstance(spec, str) else list(spec or [])
+    cells: set[str] = set()
+    rest: list[str] = []
+    for item in items:
+        for clause in item.split(","):
+            key, _, value = clause.partition("=")
+            if key.strip() == "cell":
+                cells.update(v.strip() for v in value.split("|") if v.strip())
+            elif clause.strip():
+                rest.append(clause)
+    only = parse_table1(",".join(rest)) if rest else {}
+    if cells:
+        only["cell"] = cells
+    return only
+
+
+def run_shot_grid(cfg: ShotGridConfig, cells: Sequence[Cell], only: str | Sequence[str] | None = None,
+                  after: Callable[[PlannedRun], None] | None = None):
+    """Expand, filter (``--only``), train; then ``after(run)`` for each finished student (errors
+    there are logged, not raised). Returns (all runs, outcomes)."""
+    from mcmi.experiments.table1 import read_summary, run_grid, select_runs
+
+    runs = expand(cfg, cells)
+    selected = select_runs(runs, parse_only(only))
+    outcomes = run_grid(cfg.table1(), selected)
+    if after is not None:
+        for run in selected:
+            if run.stage == "student" and read_summary(run.out_dir) is not None:
+                try:
+                    after(run)
+                except Exception:  # noqa: BLE001 -- a report must still be written
+                    log.exception("%s: evaluation after training failed", run.key)
+    return runs, outcomes
+
+
+def student_rows(runs: Sequence[PlannedRun], extra: Callable[[PlannedRun], Mapping[str, Any] | None] | None = None):
+    """One dict per finished student: cell, method, kind, seed, best/last accuracy (%) and
+    whatever ``extra(run)`` adds (None: the run is left out)."""
+    from mcmi.experiments.table1 import read_summary
+
+    rows = []
+    for run in runs:
+        if run.stage != "student":
+            continue
+        s = read_summary(run.out_dir)
+        if s is None:
+            continue
+        row = {"run": run.key, "cell": run.label("cell"), "method": run.label("method"), "kind": run.label("kind"),
+               "seed": int(run.label("seed")),
+               "best_acc": None if s.get("best_acc") is None else 100 * float(s["best_acc"]),
+               "last_acc": None if s.get("last_acc") is None else 100 * float(s["last_acc"]),
+               "best_epoch": s.get("best_epoch"), "epochs": s.get("epochs")}
+        if extra is not None:
+            more = extra(run)
+            if more is None:
+                continue
+            row.update(more)
+        rows.append(row)
+    return rows
+
+
+def teacher_rows(cfg: ShotGridConfig) -> dict[str, dict[str, Any]]:
+    """Per teacher kind: test accuracy (best, last; %) and, once evaluated, train-set LL and CMI."""
+    import json
+
+    from mcmi.experiments.table1 import read_summary, teacher_key
+
+    out = {}
+    for kind in cfg.teacher_kinds:
+        d = Path(cfg.out) / teacher_key(cfg.teacher, kind)
+        s = read_summary(d) or {}
+        ev = {}
+        if (d / "teacher_eval.json").is_file():
+            try:
+                ev = json.loads((d / "teacher_eval.json").read_text()).get("train") or {}
+            except ValueError:
+                ev = {}
+        out[kind] = {"best_acc": None if s.get("best_acc") is None else 100 * s["best_acc"],
+                     "last_acc": None if s.get("last_acc") is None else 100 * s["last_acc"],
+                     "train_ll": ev.get("log_likelihood"), "train_cmi": ev.get("cmi")}
+    return out
+
+
+def teacher_section(cfg: ShotGridConfig) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The report's teacher table (Markdown lines) and its numbers."""
+    from mcmi.reports.tables import markdown_table
+
+    f = lambda x, d=2: "–" if x is None else f"{x:.{d}f}"  # noqa: E731
+    teachers = teacher_rows(cfg)
+    table = markdown_table(["teacher", "test top-1 best / last (%)", "train LL", "train CMI"],
+                           [[k.upper(), f"{f(t['best_acc'])} / {f(t['last_acc'])}", f(t["train_ll"], 4),
+                             f(t["train_cmi"], 4)] for k, t in teachers.items()])
+    return [f"## Teachers ({cfg.teacher}, whole training set)", "", table, ""], teachers
+
+
+def cell_stats(rows: Sequence[Mapping[str, Any]], value: str, **match: Any) -> list[float]:
+    """The ``value`` of the rows matching every ``match`` item, in seed order (None left out)."""
+    picked = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    return [float(r[value]) for r in sorted(picked, key=lambda r: r["seed"]) if r.get(value) is not None]
+
+
+def format_cell(values: Sequence[float], n_full: int, digits: int = 2) -> str:
+    from mcmi.reports.tables import fmt_mean_std
+
+    if not values:
+        return "–"
+    return fmt_mean_std(values, digits) + (f" (n={len(values)})" if len(values) < n_full else "")
+
+
+def report_header(title: str, cfg: ShotGridConfig, command: str, runs: Sequence[PlannedRun], outcomes) -> list[str]:
+    """Title, command, commit, date, run status: the lines every grid report starts with."""
+    import datetime as dt
+
+    from mcmi.experiments.table1 import run_status
+    from mcmi.reports.table1 import git_commit
+
+    status: dict[str, int] = {}
+    for r in runs:
+        st = run_status(r)
+        status[st] = status.get(st, 0) + 1
+    lines = [f"# {title}", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [f"- code: {git_commit() or 'unknown'}",
+              f"- written: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+              f"- runs: {len(runs)} ({', '.join(f'{v} {k}' for k, v in sorted(status.items()))})"]
+    failed = [o for o in outcomes or [] if o.result in ("failed", "blocked")]
+    for o in failed:
+        lines.append(f"  - {o.result}: `{o.key}`: {o.message}")
+    lines += [f"- teacher {cfg.teacher} -> student {cfg.student}; methods: {', '.join(cfg.methods)}; "
+              f"seeds: {', '.join(map(str, cfg.seeds))}",
+              f"- data: `{cfg.data.name}`" + (f", train_subset {cfg.data.train_subset} ({cfg.data.subset_mode})"
+                                               if cfg.data.train_subset else ""), ""]
+    return lines
+
+
+__all__ = ["CELL_FIELDS", "Cell", "ShotGridConfig", "cell_stats", "expand", "find_grid_config", "format_cell", "parse_only",
+           "report_header", "run_shot_grid", "student_rows", "teacher_rows", "teacher_section"]

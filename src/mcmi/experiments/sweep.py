@@ -1,0 +1,499 @@
+"""Sweeps: many training runs as jobs of `submitit <https://github.com/facebookincubator/submitit>`_
+(the engine under Hydra's SLURM launcher), on this machine or on a SLURM cluster.
+
+The runs are :class:`~mcmi.experiments.table1.PlannedRun` objects: the Table 1 grid
+(:func:`~mcmi.experiments.table1.expand_grid` / ``select_runs``) or the cartesian product of
+settings of one recipe (:func:`expand_recipe_grid`, e.g. lambda x seed). :func:`run_sweep`
+
+- skips runs that are done (``summary.json``; Table 1 teachers also need ``teacher_eval.json``),
+  and a rerun of a partial run resumes from its ``last.pt``;
+- submits a run once every run it depends on has finished (teachers first, then the MCMI
+  fine-tunes, then the students: dependency waves), at most ``workers`` jobs at a time;
+- retries a failed run up to ``retries`` times (it resumes from its last checkpoint), then
+  records the failure in the run's ``error.txt`` and goes on with the others; runs that need a
+  failed run's checkpoint are reported as blocked;
+- requeues a job that reaches its time limit or is preempted (``Checkpointable``): the new job
+  resumes from the run's last checkpoint.
+
+Executors (:class:`ExecutorSpec`): ``local`` runs each job as a process on this machine
+(``submitit.LocalExecutor``; with GPUs, each job gets ``gpus_per_node`` of them to itself);
+``slurm`` submits sbatch jobs (``submitit.AutoExecutor``) with the partition, GPUs, time limit,
+etc. of the spec. A job with ``tasks_per_node`` > 1 is one data-parallel run: every task joins
+the same process group (the torchrun variables are set from SLURM's), one GPU per task.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import submitit
+
+from mcmi.config import ConfigError, load_config
+from mcmi.experiments.table1 import PlannedRun, RunOutcome, read_summary, run_status
+from mcmi.experiments.train import RunConfig
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("local", "slurm")
+
+
+@dataclass
+class ExecutorSpec:
+    """Where and how the jobs of a sweep run (``mcmi sweep --cluster FILE`` reads these keys).
+
+    ``gpus_per_node``, ``tasks_per_node``, ``nodes``, ``cpus_per_task``, ``mem_gb`` are per run.
+    ``slurm`` holds any other sbatch setting submitit knows, without the ``slurm_`` prefix
+    (``account``, ``qos``, ``constraint``, ``exclude``, ``setup`` (shell lines run before the
+    job, e.g. activating the environment), ``additional_parameters``, ...).
+    """
+
+    executor: str = "local"  # "local" | "slurm"
+    workers: int | None = None  # jobs at a time; default local: 1 (or one per free GPU set), slurm: all
+    retries: int = 0  # extra attempts of a failed run
+    timeout_min: int | None = None  # per job; default local: 7 days, slurm: 24 h (then requeued)
+    max_requeues: int = 3  # requeues after a time limit / preemption
+    folder: str | None = None  # submitit's logs and pickles; default <out>/.submitit
+    poll_s: float = 2.0  # seconds between status checks
+    gpus_per_node: int | None = None  # default local: 1 if this machine has GPUs, else 0; slurm: 0
+    tasks_per_node: int = 1  # processes per run (data parallel, one per GPU)
+    nodes: int = 1
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    slurm_partition: str | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)
+    name: str = "mcmi"  # job name prefix
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {self.executor!r}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.retries < 0 or self.max_requeues < 0:
+            raise ValueError("retries and max_requeues must be >= 0")
+        if self.tasks_per_node < 1 or self.nodes < 1:
+            raise ValueError("tasks_per_node and nodes must be >= 1")
+        if self.executor == "local" and self.nodes != 1:
+            raise ValueError("the local executor runs on one node: nodes must be 1")
+        if self.poll_s <= 0:
+            raise ValueError(f"poll_s must be positive, got {self.poll_s}")
+        bad = [k for k in self.slurm if k.startswith("slurm_")]
+        if bad:
+            raise ValueError(f"slurm: write the keys without the slurm_ prefix ({bad[0]!r})")
+
+
+# ------------------------------------------------------------------------------------ jobs
+class TrainJob(submitit.helpers.Checkpointable):
+    """What one job runs: :func:`~mcmi.experiments.train.run_training` of a planned run (resuming
+    from its checkpoint, so a retried or requeued job continues where the last one stopped), and
+    for Table 1 teachers the ``teacher_eval.json`` that the report reads. On failure the run's
+    ``error.txt`` gets the message and traceback, and the exception fails the job."""
+
+    def __init__(self, workdir: str | os.PathLike | None = None) -> None:
+        self.workdir = str(Path(workdir or os.getcwd()).resolve())  # relative paths of the recipes
+
+    def __call__(self, run: PlannedRun, teacher_checkpoint: str | None = None) -> dict[str, Any]:
+        from mcmi.engine.distributed import cleanup
+        from mcmi.experiments.table1 import _write_error, evaluate_teacher
+        from mcmi.experiments.train import run_training
+        from mcmi.io import write_json
+
+        os.chdir(self.workdir)
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        rank = _export_torch_distributed_env()
+        try:
+            summary = run_training(run.config, resume=True)
+            if rank == 0 and teacher_checkpoint and run.stage in ("teacher", "mcmi"):
+                write_json(run.out_dir / "teacher_eval.json", evaluate_teacher(run, teacher_checkpoint))
+        except Exception as err:
+            if rank == 0:
+                _write_error(run, err)
+            raise
+        finally:
+            cleanup()
+        return {k: summary.get(k) for k in ("best_acc", "last_acc", "last_ll", "last_cmi", "epochs")}
+
+
+def _export_torch_distributed_env() -> int:
+    """In a job of several tasks, set torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, ...) from
+    the scheduler's, so that ``run_training`` joins one process group; returns this task's rank."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job (called directly)
+        return 0
+    if env.num_tasks > 1:
+        # each task sees all the job's GPUs and takes GPU LOCAL_RANK (distributed_context)
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return env.global_rank
+
+
+# -------------------------------------------------------------------------------- executors
+def slurm_parameters(spec: ExecutorSpec) -> dict[str, Any]:
+    """``AutoExecutor.update_parameters`` arguments of a SLURM spec."""
+    params: dict[str, Any] = {
+        "name": spec.name,
+        "timeout_min": spec.timeout_min if spec.timeout_min is not None else 24 * 60,
+        "nodes": spec.nodes,
+        "tasks_per_node": spec.tasks_per_node,
+        "gpus_per_node": spec.gpus_per_node or 0,
+        "cpus_per_task": spec.cpus_per_task,
+        "mem_gb": spec.mem_gb,
+        "slurm_partition": spec.slurm_partition,
+    }
+    params.update({f"slurm_{k}": v for k, v in spec.slurm.items()})
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def make_executor(spec: ExecutorSpec, folder: str | os.PathLike) -> submitit.Executor:
+    """The submitit executor of ``spec``, writing its logs under ``folder`` (one subfolder per job)."""
+    folder = Path(folder) / "%j"
+    if spec.executor == "slurm":
+        ex = submitit.AutoExecutor(folder, cluster="slurm", slurm_max_num_timeout=spec.max_requeues)
+        ex.update_parameters(**slurm_parameters(spec))
+        return ex
+    ex = submitit.LocalExecutor(folder, max_num_timeout=spec.max_requeues)
+    ex.update_parameters(timeout_min=spec.timeout_min if spec.timeout_min is not None else 7 * 24 * 60,
+                         tasks_per_node=spec.tasks_per_node, gpus_per_node=0)
+    return ex
+
+
+def local_gpus() -> list[int]:
+    """GPU ids this process may hand to local jobs (``CUDA_VISIBLE_DEVICES`` if set)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(g) for g in visible.split(",") if g.strip().isdigit()]
+    try:
+        import torch
+
+        return list(range(torch.cuda.device_count()))
+    except Exception:  # noqa: BLE001 -- no usable CUDA: CPU jobs
+        return []
+
+
+# -------------------------------------------------------------------------------- scheduler
+@dataclass
+class _Running:
+    run: PlannedRun
+    job: Any
+    started: float  # time.time() at submission
+    gpus: tuple[int, ...] = ()
+
+
+def _dep_folder(run: PlannedRun, dep: str) -> Path:
+    """Folder of dependency ``dep`` of ``run``: runs of one grid live under one root, each in
+    ``root/<key>``."""
+    depth = len(Path(run.key).parts)
+    return Path(*run.out_dir.parts[:-depth]) / dep if depth < len(run.out_dir.parts) else Path(dep)
+
+
+def _needs_teacher_eval(run: PlannedRun, teacher_checkpoint: str | None) -> bool:
+    return bool(teacher_checkpoint) and run.stage in ("teacher", "mcmi") and \
+        not (run.out_dir / "teacher_eval.json").is_file()
+
+
+def _failure_text(exc: BaseException | None) -> tuple[str, str]:
+    """(one-line message, full text) of a job's exception as submitit returns it."""
+    if exc is None:
+        return "job failed without an exception", ""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and set(ln.strip()) != {"-"}]
+    # a FailedJobError holds the job's traceback: its last line is "Type: message"
+    trace_end = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", ln)]
+    msg = trace_end[-1] if trace_end else " ".join(lines[:2])
+    return f"{type(exc).__name__}: {msg[:500]}", text
+
+
+def _record_failure(run: PlannedRun, exc: BaseException | None, since: float) -> str:
+    """The failure's one-line message; ``error.txt`` is the job's own if it wrote one during this
+    attempt, else (a killed job, a time limit, a lost node) the scheduler's account of it."""
+    from mcmi.io import write_text
+
+    err = run.out_dir / "error.txt"
+    if err.is_file() and err.stat().st_mtime >= since - 1.0:
+        lines = err.read_text(errors="replace").strip().splitlines()
+        return lines[0] if lines else "failed"
+    msg, text = _failure_text(exc)
+    try:
+        write_text(err, f"{msg}\n\n{text}\n")
+    except OSError:
+        log.exception("cannot write %s", err)
+    return msg
+
+
+def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
+              folder: str | os.PathLike | None = None, teacher_checkpoint: str | None = None,
+              job: Callable[..., Any] | None = None, executor: submitit.Executor | None = None,
+              ) -> list[RunOutcome]:
+    """Run ``runs`` as submitit jobs in dependency order; returns one outcome per run, in order.
+
+    Args:
+        runs: planned runs; ``deps`` name other runs by ``key`` (runs not in the list must be
+            done already, in the folder beside this run's).
+        spec: executor, parallelism, retries, resources.
+        folder: submitit's folder (default ``spec.folder``, else ``.submitit`` beside the runs).
+        teacher_checkpoint: Table 1's ``teacher_checkpoint`` (``last``/``best``): teachers then
+            also write ``teacher_eval.json``; None for other sweeps.
+        job: the callable each job runs, ``job(run, teacher_checkpoint)`` (default
+            :class:`TrainJob`); it must be picklable.
+        executor: a ready submitit executor (default :func:`make_executor` of ``spec``).
+    """
+    spec = spec or ExecutorSpec()
+    job = job or TrainJob()
+    runs = list(runs)
+    by_key = {r.key: r for r in runs}
+    if len(by_key) != len(runs):
+        raise ValueError("two planned runs share a key")
+    if folder is None:
+        folder = spec.folder or (_dep_folder(runs[0], ".submitit") if runs else ".submitit")
+    outcomes: dict[str, RunOutcome] = {}
+    before: dict[str, str] = {}
+    pending: list[PlannedRun] = []
+    for run in runs:
+        before[run.key] = run_status(run)
+        if before[run.key] == "done" and not _needs_teacher_eval(run, teacher_checkpoint):
+            outcomes[run.key] = RunOutcome(run.key, "done", "skipped")
+            log.info("sweep: %s: done, skipped", run.key)
+        else:
+            pending.append(run)
+    if not pending:
+        return [outcomes[r.key] for r in runs]
+
+    ex = executor or make_executor(spec, folder)
+    gpu_pool: list[int] = []
+    gpus_per_run = 0
+    if spec.executor == "local" and executor is None:
+        gpu_pool = local_gpus()
+        gpus_per_run = spec.gpus_per_node if spec.gpus_per_node is not None else (1 if gpu_pool else 0)
+        if gpus_per_run > len(gpu_pool):
+            raise ValueError(f"{gpus_per_run} GPUs per run requested, this machine offers {len(gpu_pool)}")
+    if spec.workers is not None:
+        workers = spec.workers
+    elif spec.executor == "local":
+        workers = len(gpu_pool) // gpus_per_run if gpus_per_run else 1
+    else:
+        workers = len(pending)
+    if gpus_per_run:
+        workers = min(workers, len(gpu_pool) // gpus_per_run)
+
+    ok = {k for k, o in outcomes.items() if o.result == "skipped"}
+    bad: set[str] = set()
+    attempts: dict[str, int] = {}
+    running: dict[str, _Running] = {}
+    total = len(pending)
+
+    def dep_state(run: PlannedRun, dep: str) -> str:
+        if dep in ok:
+            return "ok"
+        if dep in bad:
+            return "bad"
+        if dep in by_key:
+            return "wait"
+        return "ok" if read_summary(_dep_folder(run, dep)) is not None else "bad"
+
+    def submit(run: PlannedRun) -> None:
+        gpus: tuple[int, ...] = ()
+        if spec.executor == "local" and executor is None:
+            gpus = tuple(gpu_pool[:gpus_per_run])
+            del gpu_pool[:gpus_per_run]
+            ex.update_parameters(gpus_per_node=len(gpus), visible_gpus=gpus)
+        attempts[run.key] = attempts.get(run.key, 0) + 1
+        handle = ex.submit(job, run, teacher_checkpoint)
+        running[run.key] = _Running(run, handle, time.time(), gpus)
+        n = attempts[run.key]
+        log.info("sweep: %s: %s, submitted as job %s%s%s", run.key, before[run.key], handle.job_id,
+                 f" (attempt {n} of {spec.retries + 1})" if n > 1 else "",
+                 f" on GPUs {','.join(map(str, gpus))}" if gpus else "")
+
+    def settle(r: _Running) -> None:
+        run = r.run
+        gpu_pool.extend(r.gpus)
+        exc = r.job.exception()
+        wall = time.time() - r.started
+        if exc is None:
+            (run.out_dir / "error.txt").unlink(missing_ok=True)
+            ok.add(run.key)
+            outcomes[run.key] = RunOutcome(run.key, before[run.key], "done", "", wall)
+            finished = sum(o.result != "skipped" for o in outcomes.values())
+            log.info("sweep: %s: done (%.0f s) [%d/%d]", run.key, wall, finished, total)
+            return
+        msg = _record_failure(run, exc, r.started)
+        if attempts[run.key] <= spec.retries:
+            log.warning("sweep: %s: attempt %d failed: %s; retrying", run.key, attempts[run.key], msg)
+            pending.insert(0, run)
+            return
+        bad.add(run.key)
+        outcomes[run.key] = RunOutcome(run.key, before[run.key], "failed", msg, wall)
+        log.error("sweep: %s: failed after %d attempt(s): %s (details in %s)", run.key, attempts[run.key], msg,
+                  run.out_dir / "error.txt")
+
+    try:
+        while pending or running:
+            for key in [k for k, r in running.items() if r.job.done()]:
+                settle(running.pop(key))
+            progressed = True
+            while progressed:  # a blocked run blocks the runs that need it
+                progressed = False
+                for run in list(pending):
+                    states = [dep_state(run, d) for d in run.deps]
+                    if "bad" in states:
+                        dep = run.deps[states.index("bad")]
+                        msg = f"needs {dep}, which did not finish"
+                        log.error("sweep: %s: blocked: %s", run.key, msg)
+                        bad.add(run.key)
+                        outcomes[run.key] = RunOutcome(run.key, before[run.key], "blocked", msg)
+                        pending.remove(run)
+                        progressed = True
+            for run in list(pending):
+                if len(running) >= workers:
+                    break
+                if all(dep_state(run, d) == "ok" for d in run.deps):
+                    pending.remove(run)
+                    submit(run)
+            if pending and not running:
+                raise RuntimeError(f"sweep: nothing can start; dependency cycle among {[r.key for r in pending]}")
+            if running:
+                time.sleep(spec.poll_s)
+    except BaseException:
+        if running:
+            if spec.executor == "local":
+                log.error("sweep interrupted: stopping %d local job(s)", len(running))
+                for r in running.values():
+                    r.job.cancel(check=False)
+            else:
+                log.error("sweep interrupted: %d job(s) keep running on the cluster: %s", len(running),
+                          ", ".join(f"{k} ({r.job.job_id})" for k, r in running.items()))
+        raise
+    return [outcomes[r.key] for r in runs]
+
+
+# --------------------------------------------------------------------- one recipe's grid
+def split_values(text: str) -> list[str]:
+    """``"0.05,0.1,[1,2]"`` -> ``["0.05", "0.1", "[1,2]"]``: commas inside brackets or braces
+    belong to the value."""
+    values, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            values.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    values.append("".join(cur).strip())
+    return values
+
+
+def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``["method_args.lam=0.05,0.1", "train.seed=0,1,2"]`` -> ``[(key, values), ...]``."""
+    grid: list[tuple[str, list[str]]] = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--grid {item!r} must look like key=value1,value2,...")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        values = split_values(raw)
+        if not key or any(not v for v in values):
+            raise ConfigError(f"--grid {item!r}: empty key or value")
+        if key == "out" or key.startswith("out."):
+            raise ConfigError("--grid cannot vary 'out': each run gets its own folder under --out")
+        if key in (k for k, _ in grid):
+            raise ConfigError(f"--grid names {key!r} twice")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"--grid {key}: a value is listed twice: {values}")
+        grid.append((key, values))
+    return grid
+
+
+def _folder_part(value: str) -> str:
+    return re.sub(r"[\s/\\:]+", "_", value).strip("_") or "_"
+
+
+def run_name(assignment: Sequence[tuple[str, str]], keys: Sequence[str]) -> str:
+    """Folder name of one grid point: ``lam=0.1_seed=2`` (the last part of each key, or the full
+    key where two keys of the grid share their last part)."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    short = {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+    return "_".join(f"{short[k]}={_folder_part(v)}" for k, v in assignment) or "run"
+
+
+def expand_recipe_grid(recipe: str | os.PathLike | None, grid: Sequence[tuple[str, Sequence[str]]],
+                       overrides: Sequence[str] = (), out: str | os.PathLike | None = None) -> list[PlannedRun]:
+    """The cartesian product of ``grid`` over one recipe: one :class:`PlannedRun` per point, its
+    ``RunConfig`` = recipe + ``overrides`` + the point's ``key=value``s, in ``out/<run_name>``
+    (default ``out``: the recipe's ``out`` + ``-sweep``). Errors name the recipe and the key."""
+    base = load_config(RunConfig, recipe, list(overrides))
+    root = Path(out) if out is not None else Path(f"{str(base.out).rstrip('/')}-sweep")
+    keys = [k for k, _ in grid]
+    runs = []
+    for values in itertools.product(*(v for _, v in grid)):
+        point = list(zip(keys, values))
+        name = run_name(point, keys)
+        cfg = load_config(RunConfig, recipe, [*overrides, *(f"{k}={v}" for k, v in point), f"out={root / name}"])
+        _check_method_args(cfg, f"{recipe} + {name}")
+        runs.append(PlannedRun(name, "run", cfg, (), {k: (v,) for k, v in point}))
+    names = [r.key for r in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two grid points map to one folder name ({names}); make the values distinct")
+    return runs
+
+
+def _check_method_args(cfg: RunConfig, source: str) -> None:
+    """Fail before submitting anything when the method is unknown or does not take an argument
+    (the runs would all fail at their start)."""
+    import inspect
+
+    from mcmi.methods import METHODS
+
+    try:
+        cls = METHODS.get(cfg.method)
+    except KeyError as e:
+        raise ConfigError(f"{source}: {e.args[0]}") from None
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in cfg.method_args if k not in params]
+    if unknown:
+        known = [p for p in params if p not in ("self", "model", "student", "teacher")]
+        raise ConfigError(f"{source}: method {cfg.method!r} has no argument 'method_args.{unknown[0]}'; "
+                          f"it takes {known}")
+
+
+def sweep_results(runs: Sequence[PlannedRun]) -> list[dict[str, Any]]:
+    """One row per run: its grid values, status and final figures (from ``summary.json``)."""
+    rows = []
+    for run in runs:
+        s = read_summary(run.out_dir) or {}
+        err = run.out_dir / "error.txt"
+        row: dict[str, Any] = {"run": run.key, **{k: v[0] for k, v in run.labels.items() if len(v) == 1},
+                               "status": run_status(run)}
+        row.update({k: s.get(k) for k in ("best_acc", "best_epoch", "last_acc", "last_ll", "last_cmi")})
+        if row["status"] != "done" and err.is_file():
+            lines = err.read_text(errors="replace").strip().splitlines()
+            row["error"] = lines[0] if lines else ""
+        rows.append(row)
+    return rows
+
+
+def format_results(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table of :func:`sweep_results` rows."""
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    cols = ["run", "status", "best_acc", "last_acc", "last_ll", "last_cmi"]
+    table = [cols] + [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table]
+    lines += [f"  {r['run']}: {r['error']}" for r in rows if r.get("error")]
+    return "\n".join(lines)
+
+
+__all__ = ["EXECUTORS", "ExecutorSpec", "TrainJob", "expand_recipe_grid", "format_results", "local_gpus",
+           "make_executor", "parse_grid", "run_name", "run_sweep", "slurm_parameters", "split_values",
+           "sweep_results"]
