@@ -153,7 +153,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     flags = {"executor": args.executor, "workers": args.workers, "retries": args.retries,
              "timeout_min": args.timeout_min, "gpus_per_node": args.gpus_per_node,
              "tasks_per_node": args.tasks_per_node, "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
-             "slurm_partition": args.slurm_partition, "poll_s": args.poll_s}
+             "slurm_partition": args.slurm_partition, "poll_s": args.poll_s, "threads_per_job": args.threads_per_job}
     try:
         cluster = load_yaml(_find_config(args.cluster)) if args.cluster else {}
         spec = build(ExecutorSpec, deep_merge(cluster, {k: v for k, v in flags.items() if v is not None}),
@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--gpus-per-node", type=int, help="GPUs per run")
     w.add_argument("--tasks-per-node", type=int, help="processes per run (data parallel, one per GPU)")
     w.add_argument("--cpus-per-task", type=int)
+    w.add_argument("--threads-per-job", type=int, help="torch threads of each job (default local CPU: cores / workers)")
     w.add_argument("--mem-gb", type=float)
     w.add_argument("--slurm-partition")
     w.add_argument("--cluster", help="YAML of executor settings (keys of mcmi.experiments.sweep.ExecutorSpec, e.g. "

@@ -68,6 +68,10 @@ class ExecutorSpec:
     slurm_partition: str | None = None
     slurm: dict[str, Any] = field(default_factory=dict)
     name: str = "mcmi"  # job name prefix
+    # torch threads of each job; default for local CPU jobs: the machine's cores shared among the
+    # workers (torch's default, every core per job, oversubscribes: 2 jobs x 2 threads on 2 cores
+    # run several times slower than 2 x 1); slurm/GPU jobs: torch's default
+    threads_per_job: int | None = None
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -80,6 +84,8 @@ class ExecutorSpec:
             raise ValueError("tasks_per_node and nodes must be >= 1")
         if self.executor == "local" and self.nodes != 1:
             raise ValueError("the local executor runs on one node: nodes must be 1")
+        if self.threads_per_job is not None and self.threads_per_job < 1:
+            raise ValueError(f"threads_per_job must be >= 1, got {self.threads_per_job}")
         if self.poll_s <= 0:
             raise ValueError(f"poll_s must be positive, got {self.poll_s}")
         bad = [k for k in self.slurm if k.startswith("slurm_")]
@@ -94,8 +100,9 @@ class TrainJob(submitit.helpers.Checkpointable):
     for Table 1 teachers the ``teacher_eval.json`` that the report reads. On failure the run's
     ``error.txt`` gets the message and traceback, and the exception fails the job."""
 
-    def __init__(self, workdir: str | os.PathLike | None = None) -> None:
+    def __init__(self, workdir: str | os.PathLike | None = None, threads: int | None = None) -> None:
         self.workdir = str(Path(workdir or os.getcwd()).resolve())  # relative paths of the recipes
+        self.threads = threads
 
     def __call__(self, run: PlannedRun, teacher_checkpoint: str | None = None) -> dict[str, Any]:
         from mcmi.engine.distributed import cleanup
@@ -104,6 +111,10 @@ class TrainJob(submitit.helpers.Checkpointable):
         from mcmi.io import write_json
 
         os.chdir(self.workdir)
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         rank = _export_torch_distributed_env()
@@ -244,7 +255,6 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
         executor: a ready submitit executor (default :func:`make_executor` of ``spec``).
     """
     spec = spec or ExecutorSpec()
-    job = job or TrainJob()
     runs = list(runs)
     by_key = {r.key: r for r in runs}
     if len(by_key) != len(runs):
@@ -280,6 +290,10 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
         workers = len(pending)
     if gpus_per_run:
         workers = min(workers, len(gpu_pool) // gpus_per_run)
+    threads = spec.threads_per_job
+    if threads is None and spec.executor == "local" and not gpus_per_run:
+        threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(pending))))
+    job = job or TrainJob(threads=threads)
 
     ok = {k for k, o in outcomes.items() if o.result == "skipped"}
     bad: set[str] = set()
