@@ -503,3 +503,17 @@ def test_two_process_ddp_resume_is_bit_identical(tmp_path):
 
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), tmp_path), nprocs=2, join=True)
     assert len(read_jsonl(tmp_path / "ref" / "metrics.jsonl")) == 3
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from mcmi.io import write_text
+
+    mask = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "r.md", "x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644  # not mkstemp's 0600

@@ -124,9 +124,14 @@ class StackedMLP:
         self._cache = []
 
     @torch.no_grad()
+    def predict_logits(self, x: Tensor, chunk: int = 8192) -> Tensor:
+        """Logits (M, N, C) for inputs (M, N, in), in chunks to bound memory."""
+        return torch.cat([self.forward(x[:, i : i + chunk]) for i in range(0, x.shape[1], chunk)], 1)
+
+    @torch.no_grad()
     def predict_proba(self, x: Tensor, chunk: int = 8192) -> Tensor:
         """Softmax outputs (M, N, C) for inputs (M, N, in), in chunks to bound memory."""
-        return torch.cat([self.forward(x[:, i : i + chunk]).softmax(-1) for i in range(0, x.shape[1], chunk)], 1)
+        return self.predict_logits(x, chunk).softmax(-1)
 
 
 def loss_grad(logits: Tensor, targets: Tensor, lam: Tensor, log_q: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -12,6 +12,7 @@ Every phase checkpoints its stack atomically; a rerun resumes at the last finish
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -77,9 +78,11 @@ def _pdist(target: torch.Tensor, post: torch.Tensor) -> dict[str, float]:
     return {"fro": float(diff.norm()), "mean": float(diff.norm(dim=1).mean())}
 
 
-def _teacher_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    st = CMIState.empty(probs.shape[1])
-    st.update_probs(probs, labels)
+def _teacher_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    # from logits: log-probabilities of a confident wrong answer stay finite where softmax
+    # underflows to 0 in float32 (which would make the LL -inf)
+    st = CMIState.empty(logits.shape[1])
+    st.update_logits(logits, labels)
     return {"accuracy": st.accuracy(), "cmi": st.cmi(), "log_likelihood": st.log_likelihood()}
 
 
@@ -88,6 +91,7 @@ class _Phase:
 
     def __init__(self, path: Path, every: int) -> None:
         self.path, self.every = path, every
+        self.trained = False  # whether this call trained (False: loaded a finished stack)
 
     def run(self, stack: StackedMLP, jobs: StackedJobs, gens, epochs: int, lr: float, batch: int,
             schedule: str, progress) -> StackedMLP:
@@ -95,6 +99,7 @@ class _Phase:
         if done.exists():
             state = torch.load(done, weights_only=True)
             return StackedMLP(state["weights"], state["biases"])
+        self.trained = True
         train_stacked(stack, jobs, epochs, lr, batch, gens, schedule=schedule, progress=progress,
                       checkpoint=self.path, checkpoint_every=self.every)
         from mcmi.io import torch_save
@@ -144,7 +149,8 @@ def run_gaussian_study(cfg: GaussianStudyConfig, out_dir: str | Path,
         lam=torch.zeros(3 * len(keys)),
     )
     t0 = time.perf_counter()
-    stack_a = _Phase(ck / "phase_a.pt", cfg.checkpoint_every).run(
+    phases = [_Phase(ck / f"phase_{x}.pt", cfg.checkpoint_every) for x in "abc"]
+    stack_a = phases[0].run(
         StackedMLP.init(len(gens_a), dims, init_a), jobs_a, gens_a, cfg.epochs, cfg.lr, cfg.batch_size,
         "constant", prog("A: MLL teachers + GT/one-hot students", cfg.epochs))
     timings["phase_a"] = time.perf_counter() - t0
@@ -163,7 +169,7 @@ def run_gaussian_study(cfg: GaussianStudyConfig, out_dir: str | Path,
     jobs_b = StackedJobs(x=x_all, data_id=kidx, targets=onehot_all, lam=torch.full((n_keys,), cfg.lam),
                          labels=y_all, log_centroids=centroids.clamp_min(1e-30).log())
     t0 = time.perf_counter()
-    mcmi = _Phase(ck / "phase_b.pt", cfg.checkpoint_every).run(
+    mcmi = phases[1].run(
         teachers.select(range(n_keys)), jobs_b, gens_b, cfg.finetune_epochs, cfg.finetune_lr, cfg.batch_size,
         cfg.finetune_schedule, prog("B: MCMI fine-tuning", cfg.finetune_epochs))
     timings["phase_b"] = time.perf_counter() - t0
@@ -178,7 +184,7 @@ def run_gaussian_study(cfg: GaussianStudyConfig, out_dir: str | Path,
     jobs_c = StackedJobs(x=x_all, data_id=kidx.repeat(2), targets=torch.cat([p_mcmi_train, p_mll_train]),
                          lam=torch.zeros(2 * n_keys))
     t0 = time.perf_counter()
-    stack_c = _Phase(ck / "phase_c.pt", cfg.checkpoint_every).run(
+    stack_c = phases[2].run(
         StackedMLP.init(len(gens_c), dims, init_c), jobs_c, gens_c, cfg.epochs, cfg.lr, cfg.batch_size,
         "constant", prog("C: students of MCMI and MLL teachers", cfg.epochs))
     timings["phase_c"] = time.perf_counter() - t0
@@ -197,7 +203,9 @@ def run_gaussian_study(cfg: GaussianStudyConfig, out_dir: str | Path,
     xt = torch.stack([test[k][0][:n_test] for k in keys])
     yt = torch.stack([test[k][1][:n_test] for k in keys])
     pt = torch.stack([test[k][2][:n_test] for k in keys])
-    teacher_test = {"mll": teachers.predict_proba(xt), "mcmi": mcmi.predict_proba(xt)}
+    logits_test = {"mll": teachers.predict_logits(xt), "mcmi": mcmi.predict_logits(xt)}
+    logits_train = {"mll": teachers.predict_logits(x_all), "mcmi": mcmi.predict_logits(x_all)}
+    teacher_test = {k: v.softmax(-1) for k, v in logits_test.items()}
     teacher_train = {"mll": p_mll_train, "mcmi": p_mcmi_train}
     student_acc = {name: (st.predict_proba(xt).argmax(-1) == yt).double().mean(1) for name, st in students.items()}
 
@@ -210,8 +218,8 @@ def run_gaussian_study(cfg: GaussianStudyConfig, out_dir: str | Path,
         row = {
             "delta": d, "seed": s, "n_train": n_train, "n_test": n_test,
             "bayes_accuracy": tasks[(d, s)].bayes_accuracy("test"),
-            "teachers": {t: {"test": _teacher_metrics(teacher_test[t][i], yt[i]),
-                             "train": _teacher_metrics(teacher_train[t][i], y_all[i])} for t in ("mll", "mcmi")},
+            "teachers": {t: {"test": _teacher_metrics(logits_test[t][i], yt[i]),
+                             "train": _teacher_metrics(logits_train[t][i], y_all[i])} for t in ("mll", "mcmi")},
             "targets": {
                 name: {"student_accuracy": float(student_acc[name][i]),
                        "pdist_test": _pdist(targets_test[name], pt[i]),
@@ -223,12 +231,16 @@ def run_gaussian_study(cfg: GaussianStudyConfig, out_dir: str | Path,
     wall = time.perf_counter() - t_start
     flops = samples * mlp_train_flops_per_sample(dims)
     train_time = sum(timings.values())
-    result = {
-        "config": asdict(cfg),
-        "runs": runs,
-        "timing": {**timings, "wall_s": wall, "model_steps": model_steps, "train_flops": flops,
-                   "train_gflops_per_s": flops / train_time / 1e9 if train_time > 0 else None,
-                   "threads": torch.get_num_threads(), "resumed": resumed},
-    }
+    timing = {**timings, "wall_s": wall, "model_steps": model_steps, "train_flops": flops,
+              "train_gflops_per_s": flops / train_time / 1e9 if train_time > 0 else None,
+              "threads": torch.get_num_threads(), "resumed": resumed}
+    previous = out / "results.json"
+    if not any(p.trained for p in phases) and previous.exists():
+        # nothing was trained: this call re-evaluated finished stacks, so the timing that
+        # describes them is the one of the call that trained them
+        old = json.loads(previous.read_text()).get("timing")
+        if old:
+            timing = {**old, "re_evaluated": True}
+    result = {"config": asdict(cfg), "runs": runs, "timing": timing}
     write_json(out / "results.json", result)
     return result

@@ -111,7 +111,9 @@ def write_gaussian_report(results: dict, out_dir: str | Path, command: str = "",
               f"Wall time {t['wall_s']:.0f} s on {t['threads']} threads; training {t['model_steps']:,} model-steps, "
               f"{t['train_flops'] / 1e12:.2f} TFLOP of model math, {t['train_gflops_per_s']:.1f} GFLOP/s achieved "
               f"(phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items() if k.startswith("phase")) + ")."
-              + (" This invocation resumed from checkpoints: the times cover only what it ran." if t.get("resumed") else ""),
+              + (" The figures above were re-evaluated from the finished checkpoints; the times are those of "
+                 "the call that trained them." if t.get("re_evaluated") else
+                 " This invocation resumed from checkpoints: the times cover only what it ran." if t.get("resumed") else ""),
               ""]
     figs = _plots(by_d, out)
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figs] + [""]
