@@ -86,6 +86,12 @@ def _teacher_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
     return {"accuracy": st.accuracy(), "cmi": st.cmi(), "log_likelihood": st.log_likelihood()}
 
 
+def _probs_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    st = CMIState.empty(probs.shape[1])
+    st.update_probs(probs, labels)
+    return {"accuracy": st.accuracy(), "cmi": st.cmi(), "log_likelihood": st.log_likelihood()}
+
+
 class _Phase:
     """One stack trained with checkpoints under ``path``."""
 
@@ -218,6 +224,8 @@ def run_gaussian_study(cfg: GaussianStudyConfig, out_dir: str | Path,
         row = {
             "delta": d, "seed": s, "n_train": n_train, "n_test": n_test,
             "bayes_accuracy": tasks[(d, s)].bayes_accuracy("test"),
+            # the BCPD's own CMI and LL: where a teacher stands against the target it estimates
+            "bayes": {"test": _probs_metrics(pt[i], yt[i]), "train": _probs_metrics(post_all[i], y_all[i])},
             "teachers": {t: {"test": _teacher_metrics(logits_test[t][i], yt[i]),
                              "train": _teacher_metrics(logits_train[t][i], y_all[i])} for t in ("mll", "mcmi")},
             "targets": {

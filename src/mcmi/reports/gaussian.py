@@ -95,7 +95,14 @@ def write_gaussian_report(results: dict, out_dir: str | Path, command: str = "",
                           fmt_mean_std([100 * v for v in m("accuracy", "train")]),
                           fmt_mean_std(m("cmi"), 4), fmt_mean_std(m("cmi", "train"), 4),
                           fmt_mean_std(m("log_likelihood"), 4)])
-    lines += ["## Teachers", "",
+        if all("bayes" in r for r in runs):  # results of older versions lack it
+            b = lambda k, split="test": [r["bayes"][split][k] for r in runs]  # noqa: E731
+            trows.append([d, "P* (Bayes)", fmt_mean_std([100 * v for v in b("accuracy")]),
+                          fmt_mean_std([100 * v for v in b("accuracy", "train")]),
+                          fmt_mean_std(b("cmi"), 4), fmt_mean_std(b("cmi", "train"), 4),
+                          fmt_mean_std(b("log_likelihood"), 4)])
+    lines += ["## Teachers", "", "The rows P* are the Bayes posterior itself, the target a teacher estimates: raising a "
+              "teacher's CMI brings it closer to P* only where its CMI is below P*'s.", "",
               markdown_table(["d", "teacher", "test acc %", "train acc %", "CMI (test)", "CMI (train)", "LL (test)"], trows), ""]
     checks = direction_checks(results)
     crow = [[c["delta"], f"{c['pdist_gain']:.3f} ± {c['pdist_gain_std']:.3f}", "yes" if c["pdist_lower"] else "no",
