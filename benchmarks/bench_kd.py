@@ -408,14 +408,15 @@ def ref_runner(ctx: Context, method: str, teacher: nn.Module, student: nn.Module
 # ----------------------------------------------------------------------------- cases
 def case_ours(ctx: Context, method: str, t_name: str, s_name: str, *, fold: bool = True,
               channels_last: bool = True, amp: str | None = None, cache: bool = False,
-              compile_backend: str | None = None) -> Runner:
+              compile_backend: str | None = None, crd_negatives: str = "class") -> Runner:
     teacher = build_teacher(t_name, ctx)
     if fold:
         teacher = fold_batchnorm(teacher)
     student = build_student(s_name, ctx)
     info: dict[str, Any] = {}
     if method == "crd":
-        m = CRD(student, teacher, num_data=len(ctx.train), num_negatives=ctx.args.crd_negatives)
+        m = CRD(student, teacher, num_data=len(ctx.train), num_negatives=ctx.args.crd_negatives,
+                negatives=crd_negatives)
         loader = ours_loader(ctx, ctx.ours_train, channels_last)
         m.prepare(loader)
     else:
@@ -535,6 +536,7 @@ def build_case(ctx: Context, name: str) -> Runner:
             "nchw": {"channels_last": False},
             "noamp": {"amp": "off"},
             "cache": {"cache": True},
+            "shared": {"crd_negatives": "shared"},
         }[variant]
         return case_ours(ctx, parts[0], t, s, **opts)
     if parts[0] == "objective":
@@ -701,6 +703,11 @@ def report(ctx: Context, res: dict[str, Any]) -> str:
         rows.append([f"{t} -> {s} {method.upper()}", fmt_ips(o), fmt_ips(r), ratio(o, r),
                      fmt_range(o), fmt_range(r), fmt_mb(mem.get(f"{key}:ours")),
                      fmt_mb(mem.get(f"{key}:ref"))])
+        sh = res["pairs"].get(f"{key}:shared")
+        if sh:
+            rows.append([f"{t} -> {s} {method.upper()}, negatives shared by the batch (opt-in: "
+                         "`method_args.negatives=shared`)", fmt_ips(sh), fmt_ips(r), ratio(sh, r),
+                         fmt_range(sh), fmt_range(r), "-", "-"])
     mem_unit = "MiB, CUDA allocator peak" if dev.type == "cuda" else "MiB, process VmHWM"
     lines += [markdown_table(["work", "ours", "ref", "ours/ref", "ours range", "ref range",
                               f"ours peak ({mem_unit})", f"ref peak ({mem_unit})"], rows), ""]
@@ -878,7 +885,8 @@ def run_all(ctx: Context, argv: list[str] | None) -> dict[str, Any]:
     res["pairs"] = {k: v for k, v in res["options"].items() if k.endswith((":ours", ":ref"))}
     for method, t, s in PAIRS[1:]:
         key = pair_key(method, t, s)
-        res["pairs"].update(run_group(ctx, [f"{key}:ours", f"{key}:ref"]))
+        extra = [f"{key}:shared"] if method == "crd" else []  # CRD's opt-in batch-shared negatives
+        res["pairs"].update(run_group(ctx, [f"{key}:ours", f"{key}:ref", *extra]))
     res["objective"] = run_group(ctx, ["objective:mcmi", "objective:ce"])
     res["eval"] = run_group(ctx, ["eval:cmi", "eval:acc"], steps=args.eval_steps)
     res["math"] = run_group(ctx, ["math:student", "math:teacher-folded", "math:teacher-unfolded",

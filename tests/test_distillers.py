@@ -354,3 +354,27 @@ def test_crd_memory_stays_identical_across_processes(tmp_path):
     )
     changed = (a["memory_s"] != initial).any(1).nonzero().squeeze(1).tolist()
     assert changed == [0, 1, 2, 6, 7]  # rows of both processes' samples, and only those
+
+
+def test_crd_shared_negatives_score_like_per_anchor_candidates():
+    import numpy as np
+
+    torch.manual_seed(0)
+    mem = ContrastMemory(num_data=50, feat_dim=8, num_negatives=7, negatives="shared")
+    emb_s = torch.nn.functional.normalize(torch.randn(5, 8), dim=1)
+    emb_t = torch.nn.functional.normalize(torch.randn(5, 8), dim=1)
+    index = torch.tensor([3, 9, 17, 30, 44])
+    torch.manual_seed(1)
+    shared = mem._shared_scores(emb_s, emb_t, index)
+    torch.manual_seed(1)
+    neg = torch.randint(0, 50, (7,))  # the draw _shared_scores makes
+    cand = torch.cat([index[:, None], neg.expand(5, 7)], 1)
+    per_anchor = mem._per_anchor_scores(emb_s, emb_t, index, None, cand)
+    for a, b in zip(shared, per_anchor):
+        assert a.shape == (5, 8)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=0)
+    # by hand, numpy: exp(<anchor, bank row> / T), positive first
+    rows = np.concatenate([index.numpy(), neg.numpy()])
+    ref = np.exp(emb_s.numpy() @ mem.memory_t.numpy()[rows].T / 0.07)
+    ref = np.concatenate([np.diag(ref[:, :5])[:, None], ref[:, 5:]], 1)
+    np.testing.assert_allclose(shared[0].numpy(), ref, rtol=1e-5)

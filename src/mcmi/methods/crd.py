@@ -20,7 +20,8 @@ class CRDConfig:
     ``CFG.CRD``; CE weight 1; ``feat_dim`` 128, ``num_negatives`` 16384 (``--nce_k``),
     ``temperature`` 0.07 (``--nce_t``), ``momentum`` 0.5 (``--nce_m``): RepDistiller's
     ``train_student.py`` defaults. ``negatives="class"`` is CRD's sampler (other classes only);
-    ``"uniform"`` draws any other index. ``kd_weight`` 1 with ``crd_weight`` 0.8 gives
+    ``"uniform"`` draws any other index; ``"shared"`` draws one uniform set per step for the whole
+    batch (same expected loss as ``"uniform"``, much faster: see ContrastMemory). ``kd_weight`` 1 with ``crd_weight`` 0.8 gives
     RepDistiller's "CRD+KD". ``checkpoint_memory=False`` keeps the (large) banks out of
     ``state_dict()``; a resumed run then restarts from a fresh bank.
     """
