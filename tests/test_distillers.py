@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcmi.methods import METHODS, Distiller
-from mcmi.methods.crd import CRD
+from mcmi.methods.crd import CRD, ContrastMemory
 from mcmi.methods.hsakd import HSAKD, HSAKDTeacher
-from mcmi.methods.modules import ContrastMemory, warmup_factor
+from mcmi.methods.modules import warmup_factor
 from mcmi.models.base import FeatureModel, Features, create_model, list_models
 
 NUM_CLASSES = 5

@@ -15,15 +15,16 @@ Saving and loading the teacher's heads: the trainer's checkpoint of ``hsakd_teac
 :meth:`HSAKDTeacher.save_heads` writes just the ``aux_heads.*`` tensors to a file. The student
 distiller takes ``teacher_heads=`` one of: such a file path, either kind of state dict (also
 nested in a checkpoint dict, found by its ``aux_heads.`` keys), an :class:`HSAKDTeacher`, or an
-:class:`~mcmi.methods.modules.AuxiliaryHeads`. The heads are rebuilt from the teacher model
+:class:`~mcmi.methods.hsakd.AuxiliaryHeads`. The heads are rebuilt from the teacher model
 (stage channels and sizes at ``image_shape``) and loaded strictly, so a head file of another
 teacher architecture is an error, not a silent mismatch.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +34,90 @@ from torch import Tensor, nn
 
 from mcmi.losses.hsakd import NUM_ROTATIONS, aux_ce_loss, hsakd_loss, rotate_batch
 from mcmi.methods.base import Batch, Distiller, Method, StepOutput, register_method
-from mcmi.methods.modules import AuxiliaryHeads, make_config, spatial_sizes
+from mcmi.methods.modules import make_config, spatial_sizes
 from mcmi.models.base import FeatureModel, Features, probe_features
 
 HEADS_PREFIX = "aux_heads."
+
+
+# ---------------------------------------------------------------------- HSAKD's auxiliary heads
+class AuxiliaryHead(nn.Module):
+    """One HSAKD auxiliary classifier (Yang et al., 2021), model-agnostic: ``num_downsamples``
+    conv3x3(stride 2)-BN-ReLU layers bringing the stage map to the last stage's resolution, one
+    conv3x3-BN-ReLU, global average pooling and a linear layer to ``num_outputs`` (= 4 x classes,
+    the joint class x rotation labels).
+
+    The authors' heads reuse the backbone's own residual blocks; these plain conv stacks are a
+    simplification that works for every model of the zoo.
+    """
+
+    def __init__(
+        self, in_channels: int, width: int, num_downsamples: int, num_outputs: int
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for _ in range(num_downsamples):
+            layers += [
+                nn.Conv2d(c, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            c = width
+        layers += [
+            nn.Conv2d(c, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(width, num_outputs)
+        for m in self.body.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.body(x).mean(dim=(2, 3)))
+
+
+class AuxiliaryHeads(nn.Module):
+    """HSAKD's hierarchy of auxiliary heads, one per stage map (Yang et al., 2021).
+
+    Built from the stage channels and spatial sizes; ``width`` defaults to the last stage's
+    channels capped at ``max_width``. ``forward(maps)`` returns one logit tensor per head.
+    The constructor arguments are stored in ``spec`` so a saved state can be checked against it.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        sizes: Sequence[tuple[int, int]],
+        num_outputs: int,
+        width: int | None = None,
+        max_width: int = 512,
+    ) -> None:
+        super().__init__()
+        if len(in_channels) != len(sizes) or len(in_channels) == 0:
+            raise ValueError(
+                f"need one size per stage: {len(in_channels)} channels, {len(sizes)} sizes"
+            )
+        width = min(max_width, in_channels[-1]) if width is None else width
+        final = min(min(h, w) for h, w in sizes)
+        heads = []
+        for c, (h, w) in zip(in_channels, sizes):
+            n_down = max(0, round(math.log2(max(min(h, w), 1) / max(final, 1))))
+            heads.append(AuxiliaryHead(c, width, n_down, num_outputs))
+        self.heads = nn.ModuleList(heads)
+        self.spec = {
+            "in_channels": list(in_channels),
+            "sizes": [tuple(s) for s in sizes],
+            "num_outputs": num_outputs,
+            "width": width,
+        }
+
+    def forward(self, maps: Sequence[Tensor]) -> list[Tensor]:
+        if len(maps) != len(self.heads):
+            raise ValueError(f"expected {len(self.heads)} stage maps, got {len(maps)}")
+        return [head(m) for head, m in zip(self.heads, maps)]
 
 
 def build_aux_heads(

@@ -4,18 +4,95 @@ the teacher's by the hierarchical context loss."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from mcmi.losses.reviewkd import hcl_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
-from mcmi.methods.modules import (
-    ReviewFusion,
-    classification_terms,
-    make_config,
-    spatial_sizes,
-    warmup_factor,
-)
+from mcmi.methods.modules import classification_terms, make_config, spatial_sizes, warmup_factor
 from mcmi.models.base import probe_features
+
+
+# ------------------------------------------------------------ ReviewKD's attention-based fusion
+class ABF(nn.Module):
+    """ReviewKD's attention-based fusion (Chen et al., 2021): a 1x1 conv-BN of the student
+    feature; if ``fuse``, a per-pixel 2-way sigmoid attention mixing it with the (upsampled)
+    residual output of the deeper level; then resizing to the teacher's size and a 3x3 conv-BN
+    to the teacher's channels. Returns ``(output, residual for the next shallower level)``."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels)
+        )
+        self.conv2 = nn.Sequential(
+            nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.att_conv = (
+            nn.Sequential(nn.Conv2d(2 * mid_channels, 2, 1), nn.Sigmoid()) if fuse else None
+        )
+        nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)  # the authors' init
+        nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)
+
+    def forward(
+        self, x: Tensor, residual: Tensor | None = None, out_size: tuple[int, int] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        x = self.conv1(x)
+        if self.att_conv is not None:
+            if residual is None:
+                raise ValueError("a fusing ABF needs the residual of the deeper level")
+            residual = F.interpolate(residual, size=tuple(x.shape[-2:]), mode="nearest")
+            att = self.att_conv(torch.cat([x, residual], dim=1))
+            x = x * att[:, 0:1] + residual * att[:, 1:2]
+        if out_size is not None and tuple(x.shape[-2:]) != tuple(out_size):
+            x = F.interpolate(x, size=tuple(out_size), mode="nearest")
+        return self.conv2(x), x
+
+
+class ReviewFusion(nn.Module):
+    """ReviewKD's review mechanism (Chen et al., 2021): one :class:`ABF` per level, applied from
+    the deepest level to the shallowest, each fusing the residual of the level below.
+
+    ``in_channels``/``out_channels``/``out_sizes`` are in forward order (shallow to deep); the
+    shared middle width is ``min(max_mid_channels, in_channels[-1])`` (512 in the authors' code).
+    ``forward(feats)`` takes the student features in forward order and returns the fused
+    features in the same order, shaped like the teacher's.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        out_channels: Sequence[int],
+        out_sizes: Sequence[tuple[int, int]],
+        max_mid_channels: int = 512,
+    ) -> None:
+        super().__init__()
+        if not (len(in_channels) == len(out_channels) == len(out_sizes)) or len(in_channels) == 0:
+            raise ValueError(
+                f"need as many student levels as teacher levels: {len(in_channels)} student, "
+                f"{len(out_channels)} teacher channels, {len(out_sizes)} teacher sizes"
+            )
+        mid = min(max_mid_channels, in_channels[-1])
+        last = len(in_channels) - 1
+        self.abfs = nn.ModuleList(
+            ABF(c_in, mid, c_out, fuse=i < last)
+            for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels))
+        )
+        self.out_sizes = [tuple(int(v) for v in s) for s in out_sizes]
+
+    def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        if len(feats) != len(self.abfs):
+            raise ValueError(f"expected {len(self.abfs)} student features, got {len(feats)}")
+        outs: list[Tensor] = [feats[0]] * len(feats)
+        residual: Tensor | None = None
+        for i in range(len(feats) - 1, -1, -1):
+            outs[i], residual = self.abfs[i](feats[i], residual, self.out_sizes[i])
+        return outs
 
 
 @dataclass
