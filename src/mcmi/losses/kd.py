@@ -1,7 +1,6 @@
 """Soft-target losses: Hinton's KD and the target-distribution cross-entropy of paper eq. 20."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
