@@ -444,7 +444,8 @@ def render_report(cfg, res: Mapping[str, Any], command: str = "", commit: str | 
     epochs = {name: (recipe_data(getattr(cfg, name)).get("train") or {}).get("epochs")
               for name in ("teacher_recipe", "mcmi_recipe", "student_recipe")}
     data = cfg.data
-    subset = f", first {data.train_subset} training images ({data.subset_mode})" if data.train_subset else ""
+    how = "the first in file order" if data.subset_mode == "first" else "the same number from every class"
+    subset = f", {data.train_subset} training images ({how})" if data.train_subset else ""
     lines += ["", f"Setting: data `{data.name}`{subset}; epochs: teacher {epochs['teacher_recipe']}, "
               f"MCMI fine-tune {epochs['mcmi_recipe']}, students {epochs['student_recipe']}; "
               f"students read the teachers' `{cfg.teacher_checkpoint}.pt`; "
