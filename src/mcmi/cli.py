@@ -330,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # delegated subcommands hand everything after their name to the module's own parser
     # (argparse.REMAINDER would swallow neither a leading --option nor --help)
-    i = 1 if argv[:1] == ["analyze"] else 0
-    if len(argv) > i and (argv[i] in DELEGATED or (i and argv[i] in ANALYSES)):
+    cmd = next((k for k, a in enumerate(argv) if not a.startswith("-")), len(argv))  # after -v
+    i = cmd + 1 if argv[cmd : cmd + 1] == ["analyze"] else cmd
+    if len(argv) > i and (argv[i] in DELEGATED or (i > cmd and argv[i] in ANALYSES)):
         args, _ = parser.parse_known_args(argv[: i + 1])
         args.rest = argv[i + 1 :]
     else:
