@@ -106,16 +106,20 @@ def toy_data(n=64, seed=0, spread=1.0):
 
 
 def write_npz(path: str | Path, n_train: int = 64, n_test: int = 32, size: int = 8,
-              classes: int = 4, seed: int = 0) -> Path:
+              classes: int = 4, seed: int = 0, class_sorted: bool = False) -> Path:
     """An image archive for ``data.name=npz``: ``classes`` classes whose uint8 images differ in
     mean colour (learnable in a few steps); labels cycle through the classes, so every class
-    is present and evenly split over two processes."""
+    is present and evenly split over two processes. ``class_sorted``: rows grouped by class,
+    as in the bundled archives."""
     rng = np.random.default_rng(seed)
     path = Path(path)
 
     def make(n):
         y = np.arange(n) % classes
-        rng.shuffle(y)
+        if class_sorted:
+            y = np.sort(y)
+        else:
+            rng.shuffle(y)
         x = rng.integers(0, 60, (n, size, size, 3)) + (y[:, None, None, None] * (190 // classes))
         return x.astype(np.uint8), y.astype(np.int16)
 

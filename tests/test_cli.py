@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import write_npz
 import torch
 
 from mcmi.cli import build_parser, main
@@ -10,17 +11,7 @@ from mcmi.cli import build_parser, main
 
 @pytest.fixture(scope="module")
 def tiny_npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    # 4 classes whose images differ in mean colour: learnable in a few steps
-    def make(n):
-        y = rng.integers(0, 4, n)
-        x = rng.integers(0, 60, (n, 32, 32, 3)) + (y[:, None, None, None] * 50)
-        return x.astype(np.uint8), y.astype(np.int16)
-    xtr, ytr = make(96)
-    xte, yte = make(32)
-    np.savez_compressed(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    return path
+    return write_npz(tmp_path_factory.mktemp("data") / "tiny.npz", n_train=96, n_test=32, size=32)
 
 
 def test_every_subcommand_has_help(capsys):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import write_npz
 import torch
 import yaml
 
@@ -125,18 +126,7 @@ def test_regroup_classes_binary_tasks():
 
 @pytest.fixture(scope="module")
 def tiny_npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("shots") / "tiny.npz"
-
-    def make(n):  # 4 classes whose images differ in mean colour, class-sorted like the archives
-        y = np.sort(rng.integers(0, 4, n))
-        x = rng.integers(0, 60, (n, 32, 32, 3)) + (y[:, None, None, None] * 50)
-        return x.astype(np.uint8), y.astype(np.int16)
-
-    xtr, ytr = make(64)
-    xte, yte = make(32)
-    np.savez_compressed(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    return path
+    return write_npz(tmp_path_factory.mktemp("shots") / "tiny.npz", n_train=64, n_test=32, size=32, class_sorted=True)
 
 
 def test_build_loaders_reduce_training_only(tiny_npz):

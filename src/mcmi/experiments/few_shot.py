@@ -13,9 +13,6 @@ alpha*N never reach most of them); here CRD's bank holds the alpha*N images the 
 """
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -123,24 +120,7 @@ def run_few_shot(cfg: FewShotConfig, only: str | Sequence[str] | None = None, co
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mcmi.config import load_config
-    from mcmi.experiments.shots import expand, find_grid_config, parse_only
-    from mcmi.experiments.table1 import format_plan, outcome_counts, select_runs
+    from mcmi.experiments.shots import grid_main
 
-    p = argparse.ArgumentParser(prog="mcmi few-shot", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="few_shot_cifar100", help="YAML grid: a name in configs/experiments or a path")
-    p.add_argument("--only", action="append", help="e.g. cell=frac0.05,method=kd,seed=0 (keys: cell method kind seed stage)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and their status; train nothing")
-    p.add_argument("--report-only", action="store_true", help="only (re)write the report")
-    p.add_argument("override", nargs="*", help="config overrides key=value")
-    args = p.parse_args(argv)
-    cfg = load_config(FewShotConfig, find_grid_config(args.config), args.override)
-    if args.dry_run:
-        print(format_plan(select_runs(expand(cfg, cfg.cells()), parse_only(args.only))))
-        return 0
-    command = "mcmi few-shot " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    _, outcomes, path = run_few_shot(cfg, args.only, command, args.report_only)
-    counts = outcome_counts(outcomes)
-    print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no runs trained")
-    print(f"report: {path}")
-    return 1 if any(o.result in ("failed", "blocked") for o in outcomes) else 0
+    return grid_main(argv, prog="mcmi few-shot", config_cls=FewShotConfig, default_config="few_shot_cifar100",
+                     only_example="cell=frac0.05,method=kd,seed=0", run=run_few_shot, description=__doc__.split("\n\n")[0])

@@ -270,3 +270,33 @@ def report_header(title: str, cfg: ShotGridConfig, command: str, runs: Sequence[
 
 __all__ = ["CELL_FIELDS", "Cell", "ShotGridConfig", "cell_stats", "expand", "find_grid_config", "format_cell", "parse_only",
            "report_header", "run_shot_grid", "student_rows", "teacher_rows", "teacher_section"]
+
+
+def grid_main(argv: list[str] | None, *, prog: str, config_cls: type, default_config: str, only_example: str,
+              run: Callable[..., tuple[Any, Sequence[Any], Path]], description: str = "") -> int:
+    """The command line of a shot grid (``mcmi zero-shot`` / ``mcmi few-shot``): parse, load the
+    config, list (``--dry-run``) or train and report with ``run(cfg, only, command, report_only)``."""
+    import argparse
+    import shlex
+    import sys
+
+    from mcmi.config import load_config
+    from mcmi.experiments.table1 import format_plan, outcome_counts, select_runs
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", default=default_config, help="YAML grid: a name in configs/experiments or a path")
+    p.add_argument("--only", action="append", help=f"e.g. {only_example} (keys: cell method kind seed stage)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their status; train nothing")
+    p.add_argument("--report-only", action="store_true", help="only (re)write the report")
+    p.add_argument("override", nargs="*", help="config overrides key=value")
+    args = p.parse_args(argv)
+    cfg = load_config(config_cls, find_grid_config(args.config), args.override)
+    if args.dry_run:
+        print(format_plan(select_runs(expand(cfg, cfg.cells()), parse_only(args.only))))
+        return 0
+    command = f"{prog} " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    _, outcomes, path = run(cfg, args.only, command, args.report_only)
+    counts = outcome_counts(outcomes)
+    print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no runs trained")
+    print(f"report: {path}")
+    return 1 if any(o.result in ("failed", "blocked") for o in outcomes) else 0
