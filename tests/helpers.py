@@ -7,7 +7,9 @@ processes started with ``torch.multiprocessing.spawn`` inherit that path).
 from __future__ import annotations
 
 import csv
+import gc
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +184,27 @@ def assert_same_training_state(run_a: Path, run_b: Path) -> None:
     assert_same_tensors(best_a["method"], best_b["method"], "best.method")
     assert rows(run_a) == rows(run_b)
     assert csv_rows(run_a) == csv_rows(run_b)
+
+
+@contextmanager
+def gloo_group(store: str, rank: int, world: int):
+    """One rank's membership of a gloo group of ``world`` processes, torn down in order.
+
+    Torch objects that hold the group (DDP wrappers, trainers) must be gone before the block
+    ends; run the work in a function so its locals die on return. The teardown is
+    :func:`mcmi.engine.distributed.cleanup`: a barrier first on success, so no rank leaves while
+    its peer still has traffic in flight.
+    """
+    import torch.distributed as dist
+
+    from mcmi.engine.distributed import cleanup
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        yield
+    except BaseException:
+        cleanup(success=False)
+        raise
+    gc.collect()  # DDP wrappers caught in reference cycles release the group now, not after it
+    cleanup()

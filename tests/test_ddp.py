@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import NUM_CLASSES, TINY_MODEL, TinyNet, toy_data, write_npz
+from helpers import NUM_CLASSES, TINY_MODEL, TinyNet, gloo_group, toy_data, write_npz
 from mcmi.config import load_config
 from mcmi.engine import load_checkpoint, read_jsonl
 from mcmi.experiments.train import RunConfig, run_training
@@ -57,23 +57,21 @@ def mcmi_overrides(data: Path, batch_size: int, out: Path) -> list[str]:
 
 
 def _worker(rank: int, world: int, store: str, data: str, out: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))  # as torchrun sets
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
-        x, y = eval_data()
-        cut = 20
-        shard = slice(0, cut) if rank == 0 else slice(cut, None)
-        res = evaluate(eval_model(), batches(x[shard], y[shard]), NUM_CLASSES, distributed=True)
-        Path(out, f"eval_rank{rank}.json").write_text(json.dumps(res.as_dict(per_class=True)))
+    with gloo_group(store, rank, world):
+        _rank_work(rank, world, data, out)
 
-        cfg = load_config(RunConfig, None, mcmi_overrides(Path(data), GLOBAL_BATCH // world, Path(out) / "ddp"))
-        summary = run_training(cfg, resume=False)
-        assert summary["world_size"] == world
-    finally:
-        dist.destroy_process_group()
+
+def _rank_work(rank: int, world: int, data: str, out: str) -> None:
+    x, y = eval_data()
+    cut = 20
+    shard = slice(0, cut) if rank == 0 else slice(cut, None)
+    res = evaluate(eval_model(), batches(x[shard], y[shard]), NUM_CLASSES, distributed=True)
+    Path(out, f"eval_rank{rank}.json").write_text(json.dumps(res.as_dict(per_class=True)))
+
+    cfg = load_config(RunConfig, None, mcmi_overrides(Path(data), GLOBAL_BATCH // world, Path(out) / "ddp"))
+    summary = run_training(cfg, resume=False)
+    assert summary["world_size"] == world
 
 
 @pytest.fixture(scope="module")

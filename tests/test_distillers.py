@@ -15,6 +15,8 @@ from mcmi.methods.hsakd import HSAKD, HSAKDTeacher
 from mcmi.methods.modules import warmup_factor
 from mcmi.models.base import FeatureModel, Features, create_model, list_models
 
+from helpers import gloo_group  # noqa: E402  (tests/ is on sys.path)
+
 NUM_CLASSES = 5
 BATCH = 8
 # distillers that own trainable modules (connectors, embeddings, regressors, ABFs, heads)
@@ -324,19 +326,15 @@ def test_hsakd_logits_are_those_of_the_unrotated_images():
 
 
 def _ddp_memory_worker(rank, world, init_file, out_dir):
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    torch.manual_seed(0)  # the same initial bank on both processes
-    mem = ContrastMemory(num_data=12, feat_dim=4, num_negatives=5, negatives="uniform").train()
-    torch.manual_seed(100 + rank)
-    n = 3 if rank == 0 else 2  # unequal shares
-    index = torch.arange(n) + 6 * rank
-    emb = F.normalize(torch.randn(n, 4), dim=1)
-    mem(emb, emb, index)
-    torch.save({"memory_s": mem.memory_s, "normalizers": mem.normalizers}, f"{out_dir}/{rank}.pt")
-    dist.destroy_process_group()
+    with gloo_group(init_file, rank, world):
+        torch.manual_seed(0)  # the same initial bank on both processes
+        mem = ContrastMemory(num_data=12, feat_dim=4, num_negatives=5, negatives="uniform").train()
+        torch.manual_seed(100 + rank)
+        n = 3 if rank == 0 else 2  # unequal shares
+        index = torch.arange(n) + 6 * rank
+        emb = F.normalize(torch.randn(n, 4), dim=1)
+        mem(emb, emb, index)
+        torch.save({"memory_s": mem.memory_s, "normalizers": mem.normalizers}, f"{out_dir}/{rank}.pt")
 
 
 @pytest.mark.ddp

@@ -36,6 +36,7 @@ from helpers import (  # noqa: E402  (tests/ is on sys.path)
     TinyNet,
     ToyLoader,
     assert_same_weights,
+    gloo_group,
     rows,
     toy_data,
 )
@@ -298,14 +299,12 @@ def test_single_process_ddp_matches_plain_run(tmp_path):
     import torch.distributed as dist
 
     ref, _ = run(tmp_path / "plain", cfg(epochs=2))
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
-    )
-    try:
+    with gloo_group(str(tmp_path / "store"), 0, 1):
         ddp, _ = run(tmp_path / "ddp", cfg(epochs=2))
-    finally:
-        dist.destroy_process_group()
-    assert_same_weights(ref.method, ddp.method)
+        assert dist.is_initialized() and ddp.world_size == 1
+        method = ddp.method  # the trainer, which holds the DDP wrapper, goes before the group
+        del ddp
+    assert_same_weights(ref.method, method)
     assert rows(tmp_path / "plain") == rows(tmp_path / "ddp")
 
 
@@ -463,38 +462,36 @@ def test_amp_modes_on_cpu_and_fp16_resume_is_bit_identical(tmp_path):
 
 
 def _ddp_worker(rank, world, store, out):
+    with gloo_group(store, rank, world):
+        _ddp_resume_check(rank, world, out)
+
+
+def _ddp_resume_check(rank, world, out):
     """One rank: uninterrupted run, then a run crashed mid-epoch and resumed; same weights."""
-    import torch.distributed as dist
+    xtr, ytr = toy_data(64, seed=1)
+    xte, yte = toy_data(40, seed=2)
+    config = cfg(epochs=3, checkpoint_every_steps=5)  # 2 batches/epoch per rank
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    def go(name, crash_at=None, resume=False):
+        seed_everything(0)
+        train = ToyLoader(xtr[rank::world], ytr[rank::world], crash_at=crash_at)
+        test = ToyLoader(xte[rank::world], yte[rank::world], shuffle=False)
+        t = Trainer(MLL(TinyNet()), train, test, config, out / name, NUM_CLASSES)
+        return t, t.fit(resume=resume)
+
+    ref, ref_summary = go("ref")
     try:
-        xtr, ytr = toy_data(64, seed=1)
-        xte, yte = toy_data(40, seed=2)
-        config = cfg(epochs=3, checkpoint_every_steps=5)  # 2 batches/epoch per rank
-
-        def go(name, crash_at=None, resume=False):
-            seed_everything(0)
-            train = ToyLoader(xtr[rank::world], ytr[rank::world], crash_at=crash_at)
-            test = ToyLoader(xte[rank::world], yte[rank::world], shuffle=False)
-            t = Trainer(MLL(TinyNet()), train, test, config, out / name, NUM_CLASSES)
-            return t, t.fit(resume=resume)
-
-        ref, ref_summary = go("ref")
-        try:
-            go("cut", crash_at=(2, 1))
-            raise AssertionError("no crash")
-        except Crash:
-            pass
-        state = load_checkpoint(out / "cut" / "last.pt")
-        assert (state["epoch"], state["step_in_epoch"], len(state["ranks"])) == (2, 1, world)
-        resumed, summary = go("cut", resume=True)
-        assert_same_weights(ref.method, resumed.method)
-        if rank == 0:
-            assert rows(out / "ref") == rows(out / "cut")
-        assert summary["last_acc"] == ref_summary["last_acc"] and summary["world_size"] == world
-    finally:
-        dist.destroy_process_group()
+        go("cut", crash_at=(2, 1))
+        raise AssertionError("no crash")
+    except Crash:
+        pass
+    state = load_checkpoint(out / "cut" / "last.pt")
+    assert (state["epoch"], state["step_in_epoch"], len(state["ranks"])) == (2, 1, world)
+    resumed, summary = go("cut", resume=True)
+    assert_same_weights(ref.method, resumed.method)
+    if rank == 0:
+        assert rows(out / "ref") == rows(out / "cut")
+    assert summary["last_acc"] == ref_summary["last_acc"] and summary["world_size"] == world
 
 
 @pytest.mark.ddp

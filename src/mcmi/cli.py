@@ -342,14 +342,22 @@ def main(argv: list[str] | None = None) -> int:
     from mcmi.data import DataError
     from mcmi.engine import CheckpointError, TrainingDiverged
 
+    from mcmi.engine.distributed import cleanup
+
     try:
-        return args.func(args)
+        code = args.func(args)
     except (ConfigError, DataError, CheckpointError, TrainingDiverged) as e:
+        cleanup(success=False)  # under torchrun; a no-op in a single process
         # user-facing problems: one line naming the culprit, no stack trace (-v shows it)
         if args.verbose:
             raise
         print(f"mcmi {args.cmd}: {e}", file=sys.stderr)
         return 2
+    except BaseException:
+        cleanup(success=False)
+        raise
+    cleanup()
+    return code
 
 
 if __name__ == "__main__":

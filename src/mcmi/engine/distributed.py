@@ -27,6 +27,16 @@ def distributed_context(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(success: bool = True) -> None:
+    """Leave the process group: after a barrier when this rank succeeded, at once when it failed.
+
+    The barrier matters: a rank that tears down gloo while its peer still has traffic in flight
+    can abort the peer ("terminate called without an active exception"). After a failure a
+    barrier could wait forever for a peer that is itself stuck, so it is skipped; torchrun then
+    ends the other ranks when this one exits non-zero.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if success:
+        dist.barrier()
+    dist.destroy_process_group()

@@ -125,9 +125,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         except Exception as err:
             if rank == 0:
                 _write_error(run, err)
+            cleanup(success=False)
             raise
-        finally:
-            cleanup()
+        cleanup()
         return {k: summary.get(k) for k in ("best_acc", "last_acc", "last_ll", "last_cmi", "epochs")}
 
 
