@@ -194,9 +194,9 @@ def test_zero_and_few_shot_grids_end_to_end(tmp_path, tiny_npz):
     assert "mcmi zero-shot --config z.yaml" in text and "- drop1, seed 0: [3]" in text
     assert (out / "zero_shot/confusion_drop1.png").is_file()
     assert json.loads((out / "zero_shot/results.json").read_text())["students"][0]["acc_dropped"] is not None
-    # the few-shot grid on the same out reuses both teachers
+    # the few-shot grid on the same out reuses both teachers; its students run as 2 parallel jobs
     f = build(FewShotConfig, grid(tmp_path, tiny_npz, fractions=[0.5], fraction_mode="stratified", mcmi_lambda=0.2))
-    runs, outcomes, report = run_few_shot(f)
+    runs, outcomes, report = run_few_shot(f, workers=2)
     assert [(o.key.split("/")[0], o.result) for o in outcomes] == [("teachers", "skipped")] * 2 + [("few_shot", "done")] * 2
     text = report.read_text()
     assert "## Student top-1, best epoch" in text and "| kd | gain |" in text and "α = 50%" in text

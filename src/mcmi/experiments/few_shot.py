@@ -108,14 +108,14 @@ def write_report(cfg: FewShotConfig, runs: Sequence[PlannedRun], command: str = 
 
 
 def run_few_shot(cfg: FewShotConfig, only: str | Sequence[str] | None = None, command: str = "",
-                 report_only: bool = False):
+                 report_only: bool = False, workers: int | None = None):
     """Train the grid (finished runs skipped) and write the report. Returns (runs, outcomes, path)."""
     from mcmi.experiments.shots import expand, run_shot_grid
 
     if report_only:
         runs, outcomes = expand(cfg, cfg.cells()), []
     else:
-        runs, outcomes = run_shot_grid(cfg, cfg.cells(), only)
+        runs, outcomes = run_shot_grid(cfg, cfg.cells(), only, workers=workers)
     return runs, outcomes, write_report(cfg, runs, command, outcomes)
 
 

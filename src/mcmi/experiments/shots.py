@@ -149,14 +149,25 @@ def parse_only(spec: str | Sequence[str] | None) -> dict[str, set[str]]:
 
 
 def run_shot_grid(cfg: ShotGridConfig, cells: Sequence[Cell], only: str | Sequence[str] | None = None,
-                  after: Callable[[PlannedRun], None] | None = None):
+                  after: Callable[[PlannedRun], None] | None = None, workers: int | None = None):
     """Expand, filter (``--only``), train; then ``after(run)`` for each finished student (errors
-    there are logged, not raised). Returns (all runs, outcomes)."""
+    there are logged, not raised). Returns (all runs, outcomes).
+
+    ``workers``: train that many runs at a time as local jobs of the sweep engine
+    (:func:`mcmi.experiments.sweep.run_sweep`, one torch thread each per core share); None trains
+    them one after another in this process."""
     from mcmi.experiments.table1 import read_summary, run_grid, select_runs
 
     runs = expand(cfg, cells)
     selected = select_runs(runs, parse_only(only))
-    outcomes = run_grid(cfg.table1(), selected)
+    table1 = cfg.table1()
+    if workers:
+        from mcmi.experiments.sweep import ExecutorSpec, run_sweep
+
+        outcomes = run_sweep(selected, ExecutorSpec(workers=workers), folder=Path(table1.out) / ".submitit",
+                             teacher_checkpoint=table1.teacher_checkpoint)
+    else:
+        outcomes = run_grid(table1, selected)
     if after is not None:
         for run in selected:
             if run.stage == "student" and read_summary(run.out_dir) is not None:
@@ -288,14 +299,18 @@ def grid_main(argv: list[str] | None, *, prog: str, config_cls: type, default_co
     p.add_argument("--only", action="append", help=f"e.g. {only_example} (keys: cell method kind seed stage)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status; train nothing")
     p.add_argument("--report-only", action="store_true", help="only (re)write the report")
+    p.add_argument("--workers", type=int, help="runs at a time, as local jobs of the sweep engine (default: one "
+                   "after another in this process); each job gets cores / workers torch threads")
     p.add_argument("override", nargs="*", help="config overrides key=value")
     args = p.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        p.error(f"--workers must be at least 1, got {args.workers}")
     cfg = load_config(config_cls, find_grid_config(args.config), args.override)
     if args.dry_run:
         print(format_plan(select_runs(expand(cfg, cfg.cells()), parse_only(args.only))))
         return 0
     command = f"{prog} " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    _, outcomes, path = run(cfg, args.only, command, args.report_only)
+    _, outcomes, path = run(cfg, args.only, command, args.report_only, workers=args.workers)
     counts = outcome_counts(outcomes)
     print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no runs trained")
     print(f"report: {path}")

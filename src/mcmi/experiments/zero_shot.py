@@ -233,7 +233,7 @@ def write_report(cfg: ZeroShotConfig, runs: Sequence[PlannedRun], command: str =
 
 # ------------------------------------------------------------------------------ command
 def run_zero_shot(cfg: ZeroShotConfig, only: str | Sequence[str] | None = None, command: str = "",
-                  report_only: bool = False):
+                  report_only: bool = False, workers: int | None = None):
     """Train the grid (finished runs skipped), evaluate each student per class, write the report.
     Returns (runs, outcomes, report path)."""
     from mcmi.experiments.shots import expand, run_shot_grid
@@ -244,7 +244,7 @@ def run_zero_shot(cfg: ZeroShotConfig, only: str | Sequence[str] | None = None, 
             if run.stage == "student" and (run.out_dir / "summary.json").is_file():
                 ensure_class_eval(run)
     else:
-        runs, outcomes = run_shot_grid(cfg, cfg.cells(), only, after=ensure_class_eval)
+        runs, outcomes = run_shot_grid(cfg, cfg.cells(), only, after=ensure_class_eval, workers=workers)
     return runs, outcomes, write_report(cfg, runs, command, outcomes)
 
 
