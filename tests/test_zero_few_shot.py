@@ -216,3 +216,44 @@ def test_shipped_grid_configs_expand(name, students, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert sum("/students/" in ln for ln in lines) == students
     assert sum(" teachers/" in ln for ln in lines) == 2  # one MLL teacher and its MCMI fine-tune
+
+
+# ------------------------------------------------------------------------------ binary tasks
+def test_binary_tasks_end_to_end(tmp_path, tiny_npz):
+    from mcmi.experiments.binary import BinaryConfig, run_binary
+
+    one = {"_base_": "_base_/cifar_teacher.yaml", "train": {"epochs": 1, "milestones": [1], "progress": False}}
+    cfg = build(BinaryConfig, {
+        "tasks": [{"name": "halves", "data": "npz", "root": str(tiny_npz), "class_groups": [[0, 1], [2, 3]]},
+                  {"name": "pair-0-3", "data": "npz", "root": str(tiny_npz), "class_groups": [[0], [3]]}],
+        "teacher": "resnet8", "student": "mobilenetv2_x0_1", "methods": ["kd", "at"], "seeds": [0],
+        "data": {"batch_size": 16, "eval_batch_size": 64}, "teacher_recipe": one, "student_recipe": one,
+        "mcmi_recipe": {"_base_": "_base_/cifar_mcmi.yaml", "train": {"epochs": 1, "progress": False}},
+        "mcmi_lambda": 0.2, "device": "cpu", "out": str(tmp_path / "b")})
+    runs, outcomes, report = run_binary(cfg, only="task=pair-0-3", command="mcmi binary --config b.yaml")
+    assert len(runs) == 7 and {o.result for o in outcomes} == {"done"}  # 2 teachers, baseline, 2 x 2 students
+    task = tmp_path / "b/binary/pair-0-3"
+    ev = json.loads((task / "teachers/resnet8/mcmi/teacher_eval.json").read_text())
+    # the teacher is measured on its own task (a 2-class head): the 16 + 16 training images of classes 0 and 3
+    assert ev["train"]["n"] == 32 and ev["last_acc"] is not None
+    assert not (tmp_path / "b/binary/halves").exists()
+    text = report.read_text()
+    assert "| method | halves MLL | halves MCMI | pair-0-3 MLL | pair-0-3 MCMI |" in text
+    assert "`pair-0-3`: `npz`, class 0 = original classes [0], class 1 = [3]" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| kd |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:3] == ["–", "–"] and cells[3] != "–" and "(" in cells[4]  # halves not trained; gain shown
+    data = json.loads((tmp_path / "b/binary/results.json").read_text())
+    assert data["tasks"]["pair-0-3"]["teachers"]["resnet8"]["mcmi"]["train_cmi"] == pytest.approx(ev["train"]["cmi"])
+    with pytest.raises(ValueError, match="no such task"):
+        run_binary(cfg, only="task=nope")
+
+
+@pytest.mark.parametrize("name,tasks,students", [("binary_cifar", 3, 4 * 2 * 5 + 5), ("binary_cpu", 3, 4 * 2 * 3 + 3)])
+def test_shipped_binary_configs_expand(name, tasks, students, capsys):
+    from mcmi.experiments import binary
+
+    assert binary.main(["--config", name, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("/students/" in ln for ln in lines) == tasks * students  # with the students alone
+    assert sum("/teachers/" in ln for ln in lines) == tasks * 2  # each task: its own teacher + MCMI fine-tune

@@ -195,6 +195,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 DELEGATED = {
     "zero-shot": ("mcmi.experiments.zero_shot", "zero-shot distillation (Fig. 4, Table 9): students trained without some classes"),
     "few-shot": ("mcmi.experiments.few_shot", "few-shot distillation (Table 3, Table 12): students on alpha of the training data"),
+    "binary": ("mcmi.experiments.binary", "binary tasks (A.13, Table 13): two-class problems cut from a data set"),
 }
 ANALYSES = {
     "eigencam": ("mcmi.analysis.eigencam", "Eigen-CAM maps of teachers side by side (Fig. 3)"),

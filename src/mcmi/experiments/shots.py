@@ -128,23 +128,24 @@ def find_grid_config(name: str) -> Path:
         raise
 
 
-def parse_only(spec: str | Sequence[str] | None) -> dict[str, set[str]]:
-    """:func:`mcmi.experiments.table1.parse_only` plus the key ``cell`` (e.g. ``cell=drop5|drop10``)."""
+def parse_only(spec: str | Sequence[str] | None, key: str = "cell") -> dict[str, set[str]]:
+    """:func:`mcmi.experiments.table1.parse_only` plus the grid's own ``key`` (``cell=drop5|drop10``
+    for the shot grids, ``task=...`` for the binary tasks)."""
     from mcmi.experiments.table1 import parse_only as parse_table1
 
     items = [spec] if isinstance(spec, str) else list(spec or [])
-    cells: set[str] = set()
+    picked: set[str] = set()
     rest: list[str] = []
     for item in items:
         for clause in item.split(","):
-            key, _, value = clause.partition("=")
-            if key.strip() == "cell":
-                cells.update(v.strip() for v in value.split("|") if v.strip())
+            name, _, value = clause.partition("=")
+            if name.strip() == key:
+                picked.update(v.strip() for v in value.split("|") if v.strip())
             elif clause.strip():
                 rest.append(clause)
     only = parse_table1(",".join(rest)) if rest else {}
-    if cells:
-        only["cell"] = cells
+    if picked:
+        only[key] = picked
     return only
 
 
@@ -284,9 +285,12 @@ __all__ = ["CELL_FIELDS", "Cell", "ShotGridConfig", "cell_stats", "expand", "fin
 
 
 def grid_main(argv: list[str] | None, *, prog: str, config_cls: type, default_config: str, only_example: str,
-              run: Callable[..., tuple[Any, Sequence[Any], Path]], description: str = "") -> int:
-    """The command line of a shot grid (``mcmi zero-shot`` / ``mcmi few-shot``): parse, load the
-    config, list (``--dry-run``) or train and report with ``run(cfg, only, command, report_only)``."""
+              run: Callable[..., tuple[Any, Sequence[Any], Path]], description: str = "",
+              plan: Callable[[Any, Sequence[str] | None], Sequence[PlannedRun]] | None = None,
+              only_key: str = "cell") -> int:
+    """The command line of a grid (``mcmi zero-shot`` / ``few-shot`` / ``binary``): parse, load the
+    config, list (``--dry-run``: the runs of ``plan(cfg, only)``, default the shot grid's cells) or
+    train and report with ``run(cfg, only, command, report_only, workers=...)``."""
     import argparse
     import shlex
     import sys
@@ -296,7 +300,7 @@ def grid_main(argv: list[str] | None, *, prog: str, config_cls: type, default_co
 
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--config", default=default_config, help="YAML grid: a name in configs/experiments or a path")
-    p.add_argument("--only", action="append", help=f"e.g. {only_example} (keys: cell method kind seed stage)")
+    p.add_argument("--only", action="append", help=f"e.g. {only_example} (keys: {only_key} method kind seed stage)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status; train nothing")
     p.add_argument("--report-only", action="store_true", help="only (re)write the report")
     p.add_argument("--workers", type=int, help="runs at a time, as local jobs of the sweep engine (default: one "
@@ -307,7 +311,8 @@ def grid_main(argv: list[str] | None, *, prog: str, config_cls: type, default_co
         p.error(f"--workers must be at least 1, got {args.workers}")
     cfg = load_config(config_cls, find_grid_config(args.config), args.override)
     if args.dry_run:
-        print(format_plan(select_runs(expand(cfg, cfg.cells()), parse_only(args.only))))
+        runs = plan(cfg, args.only) if plan else select_runs(expand(cfg, cfg.cells()), parse_only(args.only))
+        print(format_plan(runs))
         return 0
     command = f"{prog} " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     _, outcomes, path = run(cfg, args.only, command, args.report_only, workers=args.workers)

@@ -48,7 +48,8 @@ TABLE6_LAMBDA: dict[str, float] = {
 #: Paper Table 6, CIFAR-10 row (only ResNet-56 is listed).
 TABLE6_LAMBDA_CIFAR10: dict[str, float] = {"resnet56": 0.25}
 #: A.8.2 (RepDistiller): a smaller initial learning rate for these students.
-SMALL_LR_STUDENTS: dict[str, float] = {"mobilenetv2": 0.01, "shufflenetv1": 0.01, "shufflenetv2": 0.01}
+SMALL_LR_STUDENTS: dict[str, float] = {"mobilenetv2": 0.01, "mobilenetv2_x0_1": 0.01, "shufflenetv1": 0.01,
+                                        "shufflenetv2": 0.01}
 
 
 @dataclass(frozen=True)
@@ -500,16 +501,14 @@ def evaluate_teacher(run: PlannedRun, checkpoint: str = "last") -> dict[str, Any
     reports its teachers' LL and CMI over the training set) and on the test set."""
     import torch
 
-    from mcmi.data import TensorLoader, dataset_stats, load_dataset
-    from mcmi.experiments.train import resolve_device, subset_indices
+    from mcmi.data import TensorLoader, dataset_stats
+    from mcmi.experiments.train import load_datasets, resolve_device
     from mcmi.metrics import evaluate
     from mcmi.models.io import load_model
 
     spec = run.config.data
     dev = resolve_device(run.config.device)
-    train = load_dataset(spec.name, "train", root=spec.root)
-    if spec.train_subset:
-        train = train.subset(subset_indices(train.labels, spec.train_subset, spec.subset_mode))
+    train, _ = load_datasets(spec)  # the task the teacher was trained on (class_groups, subset)
     stats = dataset_stats(train, root=spec.root)
     path = run.out_dir / f"{checkpoint}.pt"
     model = load_model(path, num_classes=train.num_classes).to(dev)

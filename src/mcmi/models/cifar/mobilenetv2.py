@@ -113,3 +113,9 @@ class CifarMobileNetV2(FeatureModel):
 def mobilenetv2(num_classes: int, **kwargs) -> CifarMobileNetV2:
     """RepDistiller's ``mobile_half`` (``MobileNetV2`` in its model dict): t=6, width 0.5."""
     return CifarMobileNetV2(num_classes, **kwargs)
+
+
+@register_model("mobilenetv2_x0_1")
+def mobilenetv2_x0_1(num_classes: int, **kwargs) -> CifarMobileNetV2:
+    """Width multiplier 0.1: the "MobileNetV2-0.1" student of the binary tasks (paper A.13, Table 13)."""
+    return CifarMobileNetV2(num_classes, **{"width": 0.1, **kwargs})

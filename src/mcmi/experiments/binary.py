@@ -1,0 +1,234 @@
+"""Binary classification KD (paper A.13, Table 13).
+
+Each *task* is a two-class problem cut from a multi-class data set with ``data.class_groups``:
+CIFAR-2x5 (CIFAR-10's first five classes against the last five, the "sub-class" structure of
+Müller et al. 2020), CIFAR-26-45 (crab / lobster) and CIFAR-50-74 (mouse / shrew) of CIFAR-100.
+Every task is its own Table 1 grid (:mod:`mcmi.experiments.table1`): a teacher trained on the
+task, its MCMI fine-tune, the student alone, and students of each method, teacher kind and seed,
+stored under ``out/<name>/<task>/``. The paper: VGG-13 -> MobileNetV2-0.1 (``mobilenetv2_x0_1``),
+KD / AT / CC / VID, 5 runs. The report puts the tasks side by side in Table 13's layout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from mcmi.experiments.table1 import TEACHER_KINDS, PairSpec, PlannedRun, RunOutcome, Table1Config
+from mcmi.experiments.train import DataSpec
+
+log = logging.getLogger(__name__)
+
+#: Paper Table 13 (best of five runs' mean, %): task -> method -> (MLL, MCMI); "student": alone.
+PAPER_TABLE13: dict[str, dict[str, Any]] = {
+    "cifar-2x5": {"student": 76.94, "kd": (77.00, 77.41), "at": (67.39, 68.19), "cc": (77.19, 77.85),
+                  "vid": (77.16, 77.34)},
+    "cifar-26-45": {"student": 65.50, "kd": (69.70, 70.10), "at": (64.70, 65.43), "cc": (70.30, 70.75),
+                    "vid": (69.25, 70.00)},
+    "cifar-50-74": {"student": 66.30, "kd": (71.40, 71.20), "at": (67.10, 69.50), "cc": (69.70, 71.40),
+                    "vid": (69.80, 69.80)},
+}
+
+
+@dataclass
+class BinaryTask:
+    """A two-class task: ``name`` (its folder and column), the data set it is cut from, and the
+    original classes of each of its two classes."""
+
+    name: str
+    data: str
+    class_groups: list[list[int]]
+    root: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.class_groups) != 2:
+            raise ValueError(f"task {self.name!r}: class_groups must hold two groups (a binary task), "
+                             f"got {len(self.class_groups)}")
+
+
+@dataclass
+class BinaryConfig:
+    """Tasks x methods x teacher kinds x seeds for one teacher -> student pair.
+
+    ``data`` holds what the tasks share (batch sizes, augmentation, subsets); each task sets the
+    data set name, root and ``class_groups``. Recipes, ``mcmi_lambda``, ``method_args`` and
+    ``student_lr`` work as in :class:`~mcmi.experiments.table1.Table1Config`.
+    """
+
+    tasks: list[BinaryTask] = field(default_factory=list)
+    teacher: str = "vgg13"
+    student: str = "mobilenetv2_x0_1"
+    methods: list[str] = field(default_factory=lambda: ["kd", "at", "cc", "vid"])
+    teacher_kinds: list[str] = field(default_factory=lambda: list(TEACHER_KINDS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data: DataSpec = field(default_factory=DataSpec)
+    teacher_recipe: str | dict[str, Any] = "_base_/cifar_teacher.yaml"
+    mcmi_recipe: str | dict[str, Any] = "_base_/cifar_mcmi.yaml"
+    student_recipe: str | dict[str, Any] = "_base_/cifar_student.yaml"
+    mcmi_lambda: float | None = None  # default: Table 6's value for the teacher
+    student_lr: dict[str, float] = field(default_factory=dict)
+    method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    student_baseline: bool = True  # Table 13's "Student Acc." row
+    teacher_checkpoint: str = "last"
+    device: str = "auto"
+    out: str = "runs/binary"
+    name: str = "binary"
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("tasks must list at least one {name, data, class_groups}")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tasks: a name is used twice: {names}")
+        if self.data.class_groups is not None:
+            raise ValueError("data.class_groups is set per task; leave it out of data")
+        if self.mcmi_lambda is not None and self.mcmi_lambda <= 0:
+            raise ValueError(f"mcmi_lambda must be positive, got {self.mcmi_lambda}")
+        for task in self.tasks:
+            self.task_grid(task)  # validates methods, kinds, seeds, the checkpoint choice, the data
+
+    def task_grid(self, task: BinaryTask) -> Table1Config:
+        """The Table 1 grid of one task, under ``out/<name>/<task>``."""
+        data = dataclasses.replace(self.data, name=task.data, root=task.root or self.data.root,
+                                   class_groups=[list(g) for g in task.class_groups])
+        return Table1Config(
+            pairs=[PairSpec(self.teacher, self.student)], methods=list(self.methods),
+            teacher_kinds=list(self.teacher_kinds), seeds=list(self.seeds), data=data,
+            teacher_recipe=self.teacher_recipe, mcmi_recipe=self.mcmi_recipe, student_recipe=self.student_recipe,
+            mcmi_lambda={} if self.mcmi_lambda is None else {self.teacher: float(self.mcmi_lambda)},
+            student_lr=dict(self.student_lr), method_args=dict(self.method_args),
+            student_baseline=self.student_baseline, teacher_checkpoint=self.teacher_checkpoint,
+            device=self.device, out=str(Path(self.out) / self.name / task.name))
+
+
+def plan(cfg: BinaryConfig, only: Mapping[str, set[str]] | None = None) -> list[tuple[BinaryTask, Table1Config, list[PlannedRun]]]:
+    """Per task (``only["task"]`` picks tasks; the other keys filter runs as Table 1's ``--only``):
+    the task, its grid and its selected runs."""
+    from mcmi.experiments.table1 import expand_grid, select_runs
+
+    only = dict(only or {})
+    tasks = only.pop("task", None)
+    if tasks:
+        unknown = sorted(tasks - {t.name for t in cfg.tasks})
+        if unknown:
+            raise ValueError(f"--only task={unknown[0]}: no such task; tasks: {', '.join(t.name for t in cfg.tasks)}")
+    out = []
+    for task in cfg.tasks:
+        if tasks and task.name not in tasks:
+            continue
+        grid = cfg.task_grid(task)
+        out.append((task, grid, select_runs(expand_grid(grid), only)))
+    return out
+
+
+def run_binary(cfg: BinaryConfig, only: str | Sequence[str] | None = None, command: str = "",
+               report_only: bool = False, workers: int | None = None):
+    """Train every task's grid (finished runs skipped; ``workers`` runs at a time through the sweep
+    engine, else one after another), then write the report. Returns (runs, outcomes, report path)."""
+    from mcmi.experiments.shots import parse_only
+    from mcmi.experiments.table1 import run_grid
+
+    runs: list[PlannedRun] = []
+    outcomes: list[RunOutcome] = []
+    for task, grid, selected in plan(cfg, parse_only(only, key="task")):
+        runs += selected
+        if report_only:
+            continue
+        log.info("binary: task %s (%d runs)", task.name, len(selected))
+        if workers:
+            from mcmi.experiments.sweep import ExecutorSpec, run_sweep
+
+            outcomes += run_sweep(selected, ExecutorSpec(workers=workers), folder=Path(grid.out) / ".submitit",
+                                  teacher_checkpoint=grid.teacher_checkpoint)
+        else:
+            outcomes += run_grid(grid, selected)
+    return runs, outcomes, write_report(cfg, command, outcomes)
+
+
+def write_report(cfg: BinaryConfig, command: str = "", outcomes: Sequence[RunOutcome] = ()) -> Path:
+    """``out/<name>/README.md`` and ``results.json``: Table 13's layout (rows: the student alone,
+    then each method; per task an MLL and an MCMI column with the gain of the means), best and
+    last epoch, mean ± std over seeds; then each task's teachers."""
+    from mcmi.config import to_dict
+    from mcmi.experiments.shots import format_cell
+    from mcmi.experiments.table1 import expand_grid
+    from mcmi.io import write_json, write_text
+    from mcmi.reports.table1 import collect_results, git_commit
+    from mcmi.reports.tables import markdown_table
+
+    import datetime as dt
+
+    n = len(cfg.seeds)
+    pair = PairSpec(cfg.teacher, cfg.student).name
+    results = {t.name: collect_results(cfg.task_grid(t), expand_grid(cfg.task_grid(t))) for t in cfg.tasks}
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.result] = counts.get(o.result, 0) + 1
+    lines = [f"# Binary tasks (paper A.13, Table 13): {cfg.teacher} -> {cfg.student}", "",
+             "Command:", "", f"    {command or '(library call: mcmi.experiments.binary.run_binary)'}", "",
+             f"Commit: `{git_commit() or 'unknown'}`  ",
+             f"Written: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}", ""]
+    status = {k: sum(r["status"][k] for r in results.values()) for k in ("done", "partial", "todo")}
+    lines += [f"Runs: {sum(status.values())} ({', '.join(f'{v} {k}' for k, v in status.items())})"
+              + (f"; this invocation: {', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}" if counts else "") + ".", ""]
+    lines += ["Tasks (each with its own teacher, trained on the task):", ""]
+    lines += [f"- `{t.name}`: `{t.data}`, class 0 = original classes {t.class_groups[0]}, class 1 = "
+              f"{t.class_groups[1]}" for t in cfg.tasks]
+    lines += ["", "Cells: student test top-1 (%), mean ± sample std over seeds (n when fewer have finished); "
+              "MCMI cells add the gain of the means over MLL. Paper values (Table 13, CIFAR data, VGG-13 -> "
+              "MobileNetV2-0.1) are listed only for the tasks cut from the paper's data sets.", ""]
+    for which in ("best", "last"):
+        header = ["method"] + [f"{t.name} {k.upper()}" for t in cfg.tasks for k in cfg.teacher_kinds]
+        body = [["student alone"] + [format_cell(_values(results[t.name]["baseline_runs"], which), n)
+                                     if k == cfg.teacher_kinds[0] else "" for t in cfg.tasks for k in cfg.teacher_kinds]]
+        for method in cfg.methods:
+            row = [method]
+            for t in cfg.tasks:
+                cell = results[t.name]["cells"].get(pair, {}).get(method, {})
+                for kind in cfg.teacher_kinds:
+                    vals = _values([r for r in results[t.name]["students"]
+                                    if r["method"] == method and r["kind"] == kind], which)
+                    text = format_cell(vals, n)
+                    gain = cell.get(f"gain_{which}")
+                    if kind == "mcmi" and gain is not None:
+                        text += f" ({gain:+.2f})"
+                    row.append(text)
+            body.append(row)
+        lines += [f"## Student top-1, {which} epoch", "", markdown_table(header, body), ""]
+    paper = [t for t in cfg.tasks if t.data in ("cifar10", "cifar100") and t.name in PAPER_TABLE13]
+    if paper:
+        header = ["method"] + [f"{t.name} {k}" for t in paper for k in ("MLL", "MCMI")]
+        body = [["student alone"] + [x for t in paper for x in (f"{PAPER_TABLE13[t.name]['student']:.2f}", "")]]
+        body += [[m] + [f"{PAPER_TABLE13[t.name][m][i]:.2f}" for t in paper for i in (0, 1)]
+                 for m in cfg.methods if all(m in PAPER_TABLE13[t.name] for t in paper)]
+        lines += ["## Paper Table 13", "", markdown_table(header, body), ""]
+    f = lambda x, d=2: "–" if x is None else f"{x:.{d}f}"  # noqa: E731
+    rows = [[t.name, kind.upper(), f"{f(te['best_acc'])} / {f(te['last_acc'])}", f(te["train_ll"], 4),
+             f(te["train_cmi"], 4)]
+            for t in cfg.tasks for kind, te in results[t.name]["teachers"].get(cfg.teacher, {}).items()]
+    lines += [f"## Teachers ({cfg.teacher})", "",
+              markdown_table(["task", "teacher", "test top-1 best / last (%)", "train LL", "train CMI"], rows), ""]
+    lines += ["Every run's numbers: `results.json`; the runs themselves: `<task>/`.", ""]
+    out = Path(cfg.out) / cfg.name
+    write_json(out / "results.json", {"experiment": "binary KD (paper A.13, Table 13)", "command": command,
+                                      "config": to_dict(cfg), "tasks": results})
+    return write_text(out / "README.md", "\n".join(lines))
+
+
+def _values(rows: Sequence[dict[str, Any]], which: str) -> list[float]:
+    return [r[f"{which}_acc"] for r in sorted(rows, key=lambda r: r["seed"]) if r.get(f"{which}_acc") is not None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mcmi.experiments.shots import grid_main, parse_only
+
+    return grid_main(argv, prog="mcmi binary", config_cls=BinaryConfig, default_config="binary_cifar",
+                     only_example="task=cifar-2x5,method=kd,seed=0", run=run_binary,
+                     description=__doc__.split("\n\n")[0], only_key="task",
+                     plan=lambda cfg, only: [dataclasses.replace(r, key=f"{task.name}/{r.key}")  # task in the listing
+                                             for task, _, runs in plan(cfg, parse_only(only, key="task")) for r in runs])
+
+
+__all__ = ["BinaryConfig", "BinaryTask", "PAPER_TABLE13", "plan", "run_binary", "write_report"]
