@@ -125,6 +125,13 @@ def test_report_has_cells_and_mean_std(grid):
             assert st["std"] == pytest.approx(np.std(accs, ddof=1))
             assert report.fmt_mean_std(accs) in text
         assert cell["gain_best"] == pytest.approx(cell["mcmi"]["best"]["mean"] - cell["mll"]["best"]["mean"])
+        last = {(kind, s): 100 * json.loads((out / f"students/resnet8-resnet8/{method}/{kind}/seed{s}/summary.json")
+                                            .read_text())["last_acc"] for kind in ("mll", "mcmi") for s in (0, 1)}
+        diffs = [last["mcmi", s] - last["mll", s] for s in (0, 1)]
+        paired = cell["paired_last"]
+        assert paired["seeds"] == [0, 1] and paired["diffs"] == pytest.approx(diffs)
+        assert paired["std"] == pytest.approx(np.std(diffs, ddof=1))
+    assert "## MCMI - MLL, paired by seed" in text and "seeds gained" in text
     assert res["teachers"]["resnet8"]["mcmi"]["train_cmi"] is not None
 
 

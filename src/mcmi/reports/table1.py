@@ -345,6 +345,13 @@ def collect_results(cfg, runs) -> dict[str, Any]:
             for which in ("best", "last"):
                 a, b = (cell.get(k, {}).get(which) for k in ("mll", "mcmi"))
                 cell[f"gain_{which}"] = b["mean"] - a["mean"] if a and b else None
+                # paired by seed: the seed fixes the student's initialization and data order for both kinds
+                by_seed = {k: {r["seed"]: r[f"{which}_acc"] for r in students if r["pair"] == pair.name
+                               and r["method"] == method and r["kind"] == k and r[f"{which}_acc"] is not None}
+                           for k in ("mll", "mcmi")}
+                seeds = sorted(set(by_seed["mll"]) & set(by_seed["mcmi"]))
+                diffs = [by_seed["mcmi"][sd] - by_seed["mll"][sd] for sd in seeds]
+                cell[f"paired_{which}"] = {"seeds": seeds, "diffs": diffs, **(_stats(diffs) or {})} if diffs else None
             cells.setdefault(pair.name, {})[method] = cell
     base_cells = {}
     for student in dict.fromkeys(p.student for p in cfg.pairs):
@@ -468,6 +475,21 @@ def render_report(cfg, res: Mapping[str, Any], command: str = "", commit: str | 
         for group_title, pairs in groups:
             if pairs:
                 lines += ["", f"### {group_title}", "", _table(cfg, res, pairs, which, paper)]
+    if {"mll", "mcmi"} <= set(cfg.teacher_kinds):
+        lines += ["", "## MCMI - MLL, paired by seed (points of top-1)", "",
+                  "Each seed's MCMI student minus its MLL student (same initialization and data order); mean ± "
+                  "sample std over the seeds where both finished, and how many of them gained.", ""]
+        rows = []
+        for pair in cfg.pairs:
+            for method in cfg.methods:
+                row = [f"{pair.teacher}→{pair.student}", METHOD_NAMES.get(method, method)]
+                for which in ("best", "last"):
+                    pg = res["cells"][pair.name][method].get(f"paired_{which}")
+                    row.append("–" if not pg else f"{fmt_mean_std(pg['diffs'], signed=True)} "
+                               f"({sum(d > 0 for d in pg['diffs'])}/{len(pg['diffs'])} seeds gained; "
+                               + ", ".join(f"{d:+.2f}" for d in pg["diffs"]) + ")")
+                rows.append(row)
+        lines += [markdown_table(["pair", "method", "best epoch", "last epoch"], rows)]
     lines += ["", "## Configuration", "", "```yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip(), "```",
               "", "All numbers, per run too: `results.json`.", ""]
     return "\n".join(lines)

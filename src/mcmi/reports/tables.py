@@ -16,11 +16,13 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
 
 
-def fmt_mean_std(values: Sequence[float], digits: int = 2, scale: float = 1.0) -> str:
+def fmt_mean_std(values: Sequence[float], digits: int = 2, scale: float = 1.0, signed: bool = False) -> str:
+    """``mean ± std`` (just the mean for one value); ``signed`` writes the mean's sign (gains)."""
     m, s = mean_std([v * scale for v in values])
     if math.isnan(m):
         return "-"
-    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+    mean = f"{m:+.{digits}f}" if signed else f"{m:.{digits}f}"
+    return f"{mean} ± {s:.{digits}f}" if len(values) > 1 else mean
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
