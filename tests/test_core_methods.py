@@ -132,5 +132,33 @@ def test_soft_target_method_uses_batch_target():
     x = torch.randn(4, 2)
     t = torch.softmax(torch.randn(4, 3), 1)
     out = SoftTarget(model)({"image": x, "target": t})
-    assert float(out.losses["soft_ce"]) == pytest.approx(float(soft_target_cross_entropy(model(x), t)))
+    assert float(out.losses["soft_ce"].detach()) == pytest.approx(float(soft_target_cross_entropy(model(x), t).detach()))
     assert math.isfinite(float(out.total))
+
+
+def test_mll_regularizers_match_numpy_and_push_entropy_up():
+    rng = np.random.default_rng(3)
+    model = create_model("mlp", num_classes=4, in_dim=5, hidden=(8,))
+    x, y = torch.tensor(rng.normal(size=(7, 5)), dtype=torch.float32), torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    with torch.no_grad():
+        p = np_softmax(model(x).double().numpy())
+    eps, beta = 0.2, 0.5
+    target = np.full((7, 4), eps / 4)
+    target[np.arange(7), y.numpy()] += 1 - eps
+    ce_ls = -(target * np.log(p)).sum(1).mean()  # label smoothing: CE against the smoothed target
+    entropy = -(p * np.log(p)).sum(1).mean()
+    out = MLL(model, label_smoothing=eps, confidence_penalty=beta)({"image": x, "label": y})
+    assert float(out.losses["ce"].detach()) == pytest.approx(ce_ls, rel=1e-5)
+    assert float(out.losses["entropy"].detach()) == pytest.approx(-beta * entropy, rel=1e-5)  # a reward: negative
+    assert set(MLL(model)({"image": x, "label": y}).losses) == {"ce"}
+    # one gradient step on the penalty alone raises the mean entropy of the outputs
+    pen = MLL(model, confidence_penalty=1.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    opt.zero_grad()
+    pen({"image": x, "label": y}).losses["entropy"].backward()
+    opt.step()
+    with torch.no_grad():
+        p2 = np_softmax(model(x).double().numpy())
+    assert -(p2 * np.log(p2)).sum(1).mean() > entropy
+    with pytest.raises(ValueError, match="confidence_penalty"):
+        MLL(model, confidence_penalty=-0.1)

@@ -115,6 +115,7 @@ def test_streaming_equals_batch_and_merges():
     assert whole.cmi() == pytest.approx(np_cmi(p, y)[0], rel=1e-9)
     assert whole.log_likelihood() == pytest.approx(np.log(p[np.arange(101), y]).mean(), rel=1e-9)
     assert whole.accuracy() == pytest.approx((p.argmax(1) == y).mean())
+    assert whole.mean_entropy() == pytest.approx(-(p * np.log(p)).sum(1).mean(), rel=1e-9)
 
 
 def test_logits_path_equals_probs_path():

@@ -202,6 +202,12 @@ class CMIState:
         self._require_samples()
         return float(self.log_lik_sum / self.counts.sum())
 
+    def mean_entropy(self) -> float:
+        """Mean entropy of the outputs, -(1/N) sum_x sum_k P_x[k] log P_x[k], in nats (paper Fig. 7's
+        "teacher's entropy", which CMI is unrelated to)."""
+        self._require_samples()
+        return float(-self.neg_entropy_sums.sum() / self.counts.sum())
+
     def accuracy(self) -> float:
         self._require_samples()
         return float(self.correct / self.counts.sum())

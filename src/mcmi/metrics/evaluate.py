@@ -48,6 +48,7 @@ class EvalResult:
     n: int
     per_class_cmi: list[float] = field(default_factory=list)
     confusion: Tensor | None = None  # (C, C) int64 on the CPU; rows: true class, columns: prediction
+    entropy: float = math.nan  # mean output entropy (nats)
 
     @property
     def per_class_accuracy(self) -> list[float]:
@@ -60,7 +61,8 @@ class EvalResult:
         return accuracy_on_classes(self.confusion, classes)
 
     def as_dict(self, per_class: bool = False) -> dict:
-        d = {"accuracy": self.accuracy, "log_likelihood": self.log_likelihood, "cmi": self.cmi, "n": self.n}
+        d = {"accuracy": self.accuracy, "log_likelihood": self.log_likelihood, "cmi": self.cmi,
+             "entropy": self.entropy, "n": self.n}
         if per_class:
             d["per_class_cmi"] = self.per_class_cmi
             d["per_class_accuracy"] = self.per_class_accuracy
@@ -111,4 +113,5 @@ def evaluate(
         n=state.n,
         per_class_cmi=[float(v) for v in pc],
         confusion=confusion.round().long().reshape(num_classes, num_classes).cpu(),
+        entropy=state.mean_entropy(),
     )
