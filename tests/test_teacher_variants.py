@@ -1,0 +1,85 @@
+"""Teacher variants (paper Table 4, Table 7, Figs. 5 and 7): the grid, its sharing with Table 1, the report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import write_npz
+from mcmi.config import ConfigError, build
+from mcmi.experiments.table1 import read_summary
+from mcmi.experiments.teacher_variants import TeacherVariantsConfig, expand, run_teacher_variants
+
+ONE = {"_base_": "_base_/cifar_teacher.yaml", "train": {"epochs": 2, "milestones": [1], "progress": False}}
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    return write_npz(tmp_path_factory.mktemp("variants") / "tiny.npz", n_train=64, n_test=32, size=32)
+
+
+def config(tmp_path, npz, **extra):
+    data = {
+        "teacher": "resnet8", "student": "resnet8", "methods": ["kd"], "seeds": [0, 1],
+        "data": {"name": "npz", "root": str(npz), "batch_size": 16, "eval_batch_size": 64},
+        "teacher_recipe": ONE, "student_recipe": ONE,
+        "mcmi_recipe": {"_base_": "_base_/cifar_mcmi.yaml", "train": {"epochs": 1, "progress": False}},
+        "variants": [{"name": "mll"},
+                     {"name": "lam0", "init": "mll", "method": "mll"},
+                     {"name": "mcmi", "init": "mll", "method": "mcmi", "method_args": {"lam": 0.2}},
+                     {"name": "ls", "init": "mll", "method": "mll", "method_args": {"label_smoothing": 0.3}},
+                     {"name": "es1", "recipe_overrides": {"train": {"epochs": 1}}}],
+        "device": "cpu", "out": str(tmp_path / "out"), **extra}
+    return build(TeacherVariantsConfig, data)
+
+
+def test_variants_expand_to_table1_layout_and_validate(tmp_path, tiny_npz):
+    cfg = config(tmp_path, tiny_npz)
+    runs = {r.key: r for r in expand(cfg)}
+    assert len(runs) == 5 + 5 * 2
+    lam0 = runs["teachers/resnet8/lam0"].config
+    assert lam0.method == "mll" and "lam" not in lam0.method_args  # the MCMI recipe's lam stays with MCMI
+    assert lam0.train.epochs == 1 and lam0.train.schedule == "cosine"  # the fine-tuning recipe
+    assert lam0.model.weights.endswith("teachers/resnet8/mll/last.pt")
+    mcmi = runs["teachers/resnet8/mcmi"].config
+    assert mcmi.method_args == {"lam": 0.2, "centroids": "frozen"}
+    assert runs["teachers/resnet8/es1"].config.train.epochs == 1 and runs["teachers/resnet8/es1"].deps == ()
+    student = runs["students/resnet8-resnet8/kd/ls/seed1"]
+    assert student.deps == ("teachers/resnet8/ls",) and student.config.train.seed == 1
+    assert student.config.teacher.weights.endswith("teachers/resnet8/ls/last.pt")
+    bad = [{"variants": [{"name": "a", "init": "b"}, {"name": "b"}]},
+           {"variants": [{"name": "a"}, {"name": "m", "method": "mcmi"}]},
+           {"variants": [{"name": "a"}, {"name": "a"}]},
+           {"variants": [{"name": "a/b"}]},
+           {"methods": ["hsakd"]}]
+    for extra in bad:
+        with pytest.raises(ConfigError):
+            config(tmp_path, tiny_npz, **extra)
+
+
+def test_variants_end_to_end_report(tmp_path, tiny_npz):
+    cfg = config(tmp_path, tiny_npz)
+    runs, outcomes, report = run_teacher_variants(cfg, command="mcmi teacher-variants --config v.yaml")
+    assert {o.result for o in outcomes} == {"done"} and len(outcomes) == 15
+    out = tmp_path / "out"
+    res = json.loads((out / "teacher_variants/results.json").read_text())
+    rows = {r["variant"]: r for r in res["variants"]}
+    for name, row in rows.items():
+        ev = json.loads((out / f"teachers/resnet8/{name}/teacher_eval.json").read_text())["train"]
+        assert row["train_entropy"] == pytest.approx(ev["entropy"]) and 0 <= ev["entropy"] <= np.log(4) + 1e-9
+        for seed in (0, 1):
+            s = read_summary(out / f"students/resnet8-resnet8/kd/{name}/seed{seed}")
+            assert row["students"]["kd"][seed] == {"seed": seed, "best": pytest.approx(100 * s["best_acc"]),
+                                                   "last": pytest.approx(100 * s["last_acc"])}
+    text = report.read_text()
+    assert "mcmi teacher-variants --config v.yaml" in text and "| `ls` |" in text
+    assert "gain vs mll (best, paired)" in text
+    diffs = [rows["mcmi"]["students"]["kd"][s]["best"] - rows["mll"]["students"]["kd"][s]["best"] for s in (0, 1)]
+    mcmi_row = next(ln for ln in text.splitlines() if ln.startswith("| `mcmi` |"))
+    assert mcmi_row.rstrip(" |").endswith(f"{np.mean(diffs):+.2f} ± {np.std(diffs, ddof=1):.2f}")
+    assert "mcmi lam=0.2, from mll" in mcmi_row  # how the teacher was trained (centroids policy left out)
+    assert (out / "teacher_variants/variants.png").is_file() and (out / "teacher_variants/variants.pdf").is_file()
+    # a rerun trains nothing and keeps the evaluations
+    _, outcomes, _ = run_teacher_variants(cfg)
+    assert {o.result for o in outcomes} == {"skipped"}
