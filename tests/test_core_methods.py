@@ -125,6 +125,13 @@ def test_kd_distiller_keeps_teacher_frozen_and_out_of_checkpoints():
     assert {id(p) for p in kd.trainable_parameters()} == {id(p) for p in student.parameters()}
     with pytest.raises(ValueError, match="number of classes"):
         KD(student, create_model("mlp", num_classes=5, in_dim=5))
+    # ce_weight 0: teacher-only distillation never reads the labels (unlabeled data may carry none)
+    unlabeled = {"image": batch["image"], "label": torch.full((8,), -100)}
+    out = KD(student, teacher, ce_weight=0.0, kd_weight=1.0, temperature=1.0)(unlabeled)
+    with torch.no_grad():
+        pt, ps = torch.softmax(teacher(batch["image"]), 1), torch.log_softmax(student(batch["image"]), 1)
+    assert set(out.losses) == {"kd"}
+    assert float(out.losses["kd"].detach()) == pytest.approx(float((pt * (pt.log() - ps)).sum(1).mean()), rel=1e-5)
 
 
 def test_soft_target_method_uses_batch_target():

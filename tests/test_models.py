@@ -50,6 +50,7 @@ def test_registry_holds_the_whole_zoo():
         *(f"resnet{d}" for d in (8, 14, 20, 32, 44, 56, 110)),
         "resnet8x4",
         "resnet32x4",
+        "resnet18",
         "resnet50",
         "wrn_16_1",
         "wrn_16_2",
@@ -157,6 +158,7 @@ EXACT_COUNTS = {
     ("resnet110", 100): 1_736_564,
     ("resnet8x4", 100): 1_233_540,
     ("resnet32x4", 100): 7_433_860,
+    ("resnet18", 100): 11_220_132,  # RepDistiller's resnetv2.ResNet18 (11,173,962 with 10 classes)
     ("resnet50", 100): 23_705_252,  # RepDistiller's resnetv2.ResNet50
     ("wrn_16_1", 100): 180_916,
     ("wrn_16_2", 100): 703_284,
@@ -168,6 +170,7 @@ EXACT_COUNTS = {
     ("vgg16", 100): 14_774_436,
     ("vgg19", 100): 20_086_692,
     ("mobilenetv2", 100): 812_836,
+    ("mobilenetv2_x0_1", 100): 197_248,  # RepDistiller's mobilenetv2_T_w(6, 0.1, 100) (71,710 with 2 classes)
     ("shufflenetv1", 100): 949_258,
     ("shufflenetv2", 100): 1_355_528,
     ("imagenet_resnet18", 1000): 11_689_512,

@@ -257,3 +257,34 @@ def test_shipped_binary_configs_expand(name, tasks, students, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert sum("/students/" in ln for ln in lines) == tasks * students  # with the students alone
     assert sum("/teachers/" in ln for ln in lines) == tasks * 2  # each task: its own teacher + MCMI fine-tune
+
+
+# ------------------------------------------------------------------------------ semi-supervised
+def test_semi_supervised_grid_end_to_end(tmp_path, tiny_npz):
+    from mcmi.experiments.semi_supervised import SemiSupervisedConfig, expand_cell, run_semi_supervised
+
+    one = {"_base_": "_base_/cifar_teacher.yaml", "train": {"epochs": 1, "milestones": [1], "progress": False}}
+    cfg = build(SemiSupervisedConfig, {
+        "teacher": "resnet8", "student": "resnet8", "labeled_fractions": [0.25, 0.5], "seeds": [0],
+        "data": {"name": "npz", "root": str(tiny_npz), "batch_size": 16, "eval_batch_size": 64},
+        "teacher_recipe": one, "student_recipe": one,
+        "mcmi_recipe": {"_base_": "_base_/cifar_mcmi.yaml", "train": {"epochs": 1, "progress": False}},
+        "mcmi_lambda": 0.2, "device": "cpu", "out": str(tmp_path / "s")})
+    runs = {r.key: r for r in expand_cell(cfg, 0.25)}
+    for key in ("teachers/resnet8/mll", "teachers/resnet8/mcmi", "students/resnet8/baseline/seed0"):
+        d = runs[key].config.data
+        assert (d.train_fraction, d.fraction_mode, d.epoch_length) == (0.25, "stratified", "full")
+    student = runs["students/resnet8-resnet8/kd/mcmi/seed0"].config
+    assert student.data.train_fraction is None  # the student distils on every image
+    assert student.method_args == {"ce_weight": 0.0, "kd_weight": 1.0, "temperature": 1.0}
+    _, outcomes, report = run_semi_supervised(cfg, only="cell=labeled0.25")
+    assert len(outcomes) == 5 and {o.result for o in outcomes} == {"done"}
+    cell = tmp_path / "s/semi_supervised/labeled0.25"
+    log = [json.loads(ln) for ln in (cell / "students/resnet8-resnet8/kd/mll/seed0/metrics.jsonl").read_text().splitlines()]
+    assert "train_loss_ce" not in log[-1] and "train_loss_kd" in log[-1]  # no label in the student's loss
+    text = report.read_text()
+    assert "25% (16)" in text and "50% (32)" in text  # labeled images of the 64
+    assert "| KD, MCMI teacher |" in text and "| labeled images alone |" in text
+    assert (tmp_path / "s/semi_supervised/accuracy_vs_labeled.png").is_file()
+    with pytest.raises(ValueError, match="labeled_fractions"):
+        build(SemiSupervisedConfig, {"labeled_fractions": [1.0]})

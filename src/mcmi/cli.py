@@ -196,6 +196,8 @@ DELEGATED = {
     "zero-shot": ("mcmi.experiments.zero_shot", "zero-shot distillation (Fig. 4, Table 9): students trained without some classes"),
     "few-shot": ("mcmi.experiments.few_shot", "few-shot distillation (Table 3, Table 12): students on alpha of the training data"),
     "binary": ("mcmi.experiments.binary", "binary tasks (A.13, Table 13): two-class problems cut from a data set"),
+    "semi-supervised": ("mcmi.experiments.semi_supervised",
+                        "semi-supervised distillation (A.9, Fig. 9): teachers on few labels, students on all images"),
     "teacher-variants": ("mcmi.experiments.teacher_variants",
                          "teacher variants (Tables 4, 7, Figs. 5, 7): lambda, regularizers, early stop, size"),
 }

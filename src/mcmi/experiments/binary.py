@@ -128,7 +128,7 @@ def run_binary(cfg: BinaryConfig, only: str | Sequence[str] | None = None, comma
     """Train every task's grid (finished runs skipped; ``workers`` runs at a time through the sweep
     engine, else one after another), then write the report. Returns (runs, outcomes, report path)."""
     from mcmi.experiments.shots import parse_only
-    from mcmi.experiments.table1 import run_grid
+    from mcmi.experiments.table1 import train_runs
 
     runs: list[PlannedRun] = []
     outcomes: list[RunOutcome] = []
@@ -137,13 +137,7 @@ def run_binary(cfg: BinaryConfig, only: str | Sequence[str] | None = None, comma
         if report_only:
             continue
         log.info("binary: task %s (%d runs)", task.name, len(selected))
-        if workers:
-            from mcmi.experiments.sweep import ExecutorSpec, run_sweep
-
-            outcomes += run_sweep(selected, ExecutorSpec(workers=workers), folder=Path(grid.out) / ".submitit",
-                                  teacher_checkpoint=grid.teacher_checkpoint)
-        else:
-            outcomes += run_grid(grid, selected)
+        outcomes += train_runs(grid, selected, workers)
     return runs, outcomes, write_report(cfg, command, outcomes)
 
 

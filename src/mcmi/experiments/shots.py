@@ -154,21 +154,12 @@ def run_shot_grid(cfg: ShotGridConfig, cells: Sequence[Cell], only: str | Sequen
     """Expand, filter (``--only``), train; then ``after(run)`` for each finished student (errors
     there are logged, not raised). Returns (all runs, outcomes).
 
-    ``workers``: train that many runs at a time as local jobs of the sweep engine
-    (:func:`mcmi.experiments.sweep.run_sweep`, one torch thread each per core share); None trains
-    them one after another in this process."""
-    from mcmi.experiments.table1 import read_summary, run_grid, select_runs
+    ``workers``: train that many runs at a time (:func:`mcmi.experiments.table1.train_runs`)."""
+    from mcmi.experiments.table1 import read_summary, select_runs, train_runs
 
     runs = expand(cfg, cells)
     selected = select_runs(runs, parse_only(only))
-    table1 = cfg.table1()
-    if workers:
-        from mcmi.experiments.sweep import ExecutorSpec, run_sweep
-
-        outcomes = run_sweep(selected, ExecutorSpec(workers=workers), folder=Path(table1.out) / ".submitit",
-                             teacher_checkpoint=table1.teacher_checkpoint)
-    else:
-        outcomes = run_grid(table1, selected)
+    outcomes = train_runs(cfg.table1(), selected, workers)
     if after is not None:
         for run in selected:
             if run.stage == "student" and read_summary(run.out_dir) is not None:

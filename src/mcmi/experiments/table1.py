@@ -589,6 +589,18 @@ def load_table1_config(path: str | Path | None, overrides: Sequence[str] = ()) -
     return load_config(Table1Config, path, overrides)
 
 
+def train_runs(cfg: Table1Config, runs: Sequence[PlannedRun], workers: int | None = None) -> list[RunOutcome]:
+    """Train ``runs`` of grid ``cfg``: one after another in this process (:func:`run_grid`), or
+    ``workers`` at a time as local jobs of the sweep engine (:func:`mcmi.experiments.sweep.run_sweep`,
+    each with cores / workers torch threads). Finished runs are skipped either way."""
+    if not workers:
+        return run_grid(cfg, runs)
+    from mcmi.experiments.sweep import ExecutorSpec, run_sweep
+
+    return run_sweep(runs, ExecutorSpec(workers=workers), folder=Path(cfg.out) / ".submitit",
+                     teacher_checkpoint=cfg.teacher_checkpoint)
+
+
 def run_table1(cfg: Table1Config, only: str | Sequence[str] | None = None, command: str = "",
                report: bool = True) -> tuple[list[RunOutcome], Path | None]:
     """Expand, filter, train, and write the report of the whole grid (``out/README.md`` and
@@ -615,5 +627,5 @@ __all__ = [
     "PairSpec", "PlannedRun", "RunOutcome", "SMALL_LR_STUDENTS", "TABLE6_LAMBDA", "TEACHER_KINDS", "TEACHER_PREP",
     "Table1Config", "config_drift", "evaluate_teacher", "expand_grid", "format_plan", "load_table1_config",
     "outcome_counts", "parse_only", "recipe_data", "run_grid", "run_status", "run_table1", "select_runs",
-    "student_method_args",
+    "student_method_args", "train_runs",
 ]

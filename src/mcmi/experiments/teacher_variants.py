@@ -205,19 +205,12 @@ def run_teacher_variants(cfg: TeacherVariantsConfig, only: str | Sequence[str] |
                          report_only: bool = False, workers: int | None = None):
     """Train the selected runs (finished ones skipped), evaluate the teachers, write the report.
     Returns (all runs, outcomes, report path)."""
-    from mcmi.experiments.table1 import run_grid
+    from mcmi.experiments.table1 import train_runs
 
     runs = expand(cfg)
     outcomes: list[RunOutcome] = []
     if not report_only:
-        selected = plan(cfg, only)
-        if workers:
-            from mcmi.experiments.sweep import ExecutorSpec, run_sweep
-
-            outcomes = run_sweep(selected, ExecutorSpec(workers=workers), folder=Path(cfg.out) / ".submitit",
-                                 teacher_checkpoint=cfg.teacher_checkpoint)
-        else:
-            outcomes = run_grid(cfg.grid(), selected)
+        outcomes = train_runs(cfg.grid(), plan(cfg, only), workers)
     ensure_teacher_evals(cfg, runs)
     return runs, outcomes, write_report(cfg, runs, command, outcomes)
 

@@ -20,7 +20,11 @@ class KDConfig:
 
 @register_method("kd")
 class KD(Distiller):
-    """Student learns from ``ce_weight * CE(y) + kd_weight * T^2 KL(P_t^T || P_s^T)``."""
+    """Student learns from ``ce_weight * CE(y) + kd_weight * T^2 KL(P_t^T || P_s^T)``.
+
+    With ``ce_weight = 0`` the labels are not read at all: distillation from the teacher alone,
+    as on unlabeled data (the semi-supervised protocol of paper A.9, after Chen et al. 2020b).
+    """
 
     teacher_signal = "logits"
 
@@ -32,13 +36,10 @@ class KD(Distiller):
         x = batch["image"]
         logits = self.student(x)
         t_logits = self.teacher_logits(batch)
-        return StepOutput(
-            logits,
-            {
-                "ce": self.cfg.ce_weight * F.cross_entropy(logits, batch["label"]),
-                "kd": self.cfg.kd_weight * kd_loss(logits, t_logits, self.cfg.temperature),
-            },
-        )
+        losses = {"kd": self.cfg.kd_weight * kd_loss(logits, t_logits, self.cfg.temperature)}
+        if self.cfg.ce_weight:
+            losses["ce"] = self.cfg.ce_weight * F.cross_entropy(logits, batch["label"])
+        return StepOutput(logits, losses)
 
 
 @register_method("soft_target")
