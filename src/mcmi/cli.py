@@ -112,10 +112,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def cmd_table1(args: argparse.Namespace) -> int:
     from mcmi.config import ConfigError, load_config
     from mcmi.experiments.table1 import (Table1Config, expand_grid, format_plan, outcome_counts, parse_only,
-                                         run_grid, select_runs)
+                                         select_runs, train_runs)
     from mcmi.reports.table1 import write_table1_report
 
     path = _find_config(args.config)
+    if args.workers is not None and args.workers < 1:
+        raise SystemExit(f"mcmi table1: --workers must be at least 1, got {args.workers}")
     try:
         cfg = load_config(Table1Config, path, args.override)
         runs = expand_grid(cfg)
@@ -127,8 +129,9 @@ def cmd_table1(args: argparse.Namespace) -> int:
         return 0
     command = " ".join(["mcmi table1 --config", shlex.quote(args.config)]
                        + [f"--only {shlex.quote(o)}" for o in args.only or []]
-                       + (["--report-only"] if args.report_only else []) + [shlex.quote(o) for o in args.override])
-    outcomes = [] if args.report_only else run_grid(cfg, selected)
+                       + (["--report-only"] if args.report_only else [])
+                       + ([f"--workers {args.workers}"] if args.workers else []) + [shlex.quote(o) for o in args.override])
+    outcomes = [] if args.report_only else train_runs(cfg, selected, args.workers)
     report = write_table1_report(cfg, runs, command=command, outcomes=outcomes)
     counts = outcome_counts(outcomes)
     print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no runs trained")
@@ -268,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(keys: pair teacher student method kind seed stage); teachers they need come along")
     t.add_argument("--dry-run", action="store_true", help="list the runs with their status (done/partial/todo); train nothing")
     t.add_argument("--report-only", action="store_true", help="only (re)write OUT/README.md and OUT/results.json")
+    t.add_argument("--workers", type=int, help="runs at a time, as local jobs of the sweep engine (default: one after "
+                   "another in this process); mcmi sweep --config has the cluster options")
     t.add_argument("override", nargs="*", help="config overrides key=value, e.g. seeds=[0,1] out=runs/t1")
     t.set_defaults(func=cmd_table1)
 
