@@ -11,6 +11,7 @@ KD / AT / CC / VID, 5 runs. The report puts the tasks side by side in Table 13's
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from mcmi.experiments.train import DataSpec
 
 log = logging.getLogger(__name__)
 
-#: Paper Table 13 (best of five runs' mean, %): task -> method -> (MLL, MCMI); "student": alone.
+#: Paper Table 13 (student top-1 %, mean of five runs): task -> method -> (MLL, MCMI); "student": alone.
 PAPER_TABLE13: dict[str, dict[str, Any]] = {
     "cifar-2x5": {"student": 76.94, "kd": (77.00, 77.41), "at": (67.39, 68.19), "cc": (77.19, 77.85),
                   "vid": (77.16, 77.34)},
@@ -151,8 +152,6 @@ def write_report(cfg: BinaryConfig, command: str = "", outcomes: Sequence[RunOut
     from mcmi.io import write_json, write_text
     from mcmi.reports.table1 import collect_results, git_commit
     from mcmi.reports.tables import markdown_table
-
-    import datetime as dt
 
     n = len(cfg.seeds)
     pair = PairSpec(cfg.teacher, cfg.student).name
