@@ -334,7 +334,7 @@ def _figure(cfg: TeacherVariantsConfig, rows: Sequence[Mapping[str, Any]], stem:
     stats = [mean_std([e["best"] for e in r["students"][method] if e["best"] is not None]) for r in rows]
     if all(np.isnan(m) for m, _ in stats):
         return None
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.4))
     x = np.arange(len(rows))
     means = [0.0 if np.isnan(m) else m for m, _ in stats]
     ax.bar(x, means, 0.6, yerr=[0.0 if np.isnan(s) else s for _, s in stats], capsize=3, color="tab:blue",
@@ -352,7 +352,8 @@ def _figure(cfg: TeacherVariantsConfig, rows: Sequence[Mapping[str, Any]], stem:
     ax2.set_ylabel("nats")
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
-    ax.legend(handles, labels, fontsize=8, loc="upper left")
+    # below the axes: inside, it would hide bars and the entropy line
+    ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=3, frameon=False)
     ax.set_title(f"Teacher variants: {cfg.teacher} -> {cfg.student}, {cfg.data.name}")
     return save_figure(fig, stem)[0]
 
