@@ -351,7 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     from mcmi.config import ConfigError
     from mcmi.data import DataError
     from mcmi.engine import CheckpointError, TrainingDiverged
-
     from mcmi.engine.distributed import cleanup
 
     try:
