@@ -228,6 +228,7 @@ def _figure(cfg: SemiSupervisedConfig, res, fractions, n_train, stem: Path) -> P
         plt.close(fig)
         return None
     ax.set_xscale("log")
+    ax.minorticks_off()  # the log axis' own labels (6x10^2, ...) would overprint the ticks at the fractions
     ax.set_xticks(x, [f"{v:.0f}" for v in x])
     ax.set_xlabel("labeled training images" if n_train else "labeled fraction (%)")
     ax.set_ylabel("student test top-1 (%)")
