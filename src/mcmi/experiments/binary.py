@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mcmi.experiments.table1 import TEACHER_KINDS, PairSpec, PlannedRun, RunOutcome, Table1Config
-from mcmi.experiments.train import DataSpec
+from mcmi.experiments.shots import ShotGridConfig
+from mcmi.experiments.table1 import PairSpec, PlannedRun, RunOutcome, Table1Config
 
 log = logging.getLogger(__name__)
 
@@ -50,30 +50,19 @@ class BinaryTask:
 
 
 @dataclass
-class BinaryConfig:
+class BinaryConfig(ShotGridConfig):
     """Tasks x methods x teacher kinds x seeds for one teacher -> student pair.
 
     ``data`` holds what the tasks share (batch sizes, augmentation, subsets); each task sets the
-    data set name, root and ``class_groups``. Recipes, ``mcmi_lambda``, ``method_args`` and
-    ``student_lr`` work as in :class:`~mcmi.experiments.table1.Table1Config`.
+    data set name, root and ``class_groups``. The other fields are those of every one-pair grid
+    (:class:`~mcmi.experiments.shots.ShotGridConfig`).
     """
 
     tasks: list[BinaryTask] = field(default_factory=list)
     teacher: str = "vgg13"
     student: str = "mobilenetv2_x0_1"
     methods: list[str] = field(default_factory=lambda: ["kd", "at", "cc", "vid"])
-    teacher_kinds: list[str] = field(default_factory=lambda: list(TEACHER_KINDS))
-    seeds: list[int] = field(default_factory=lambda: [0])
-    data: DataSpec = field(default_factory=DataSpec)
-    teacher_recipe: str | dict[str, Any] = "_base_/cifar_teacher.yaml"
-    mcmi_recipe: str | dict[str, Any] = "_base_/cifar_mcmi.yaml"
-    student_recipe: str | dict[str, Any] = "_base_/cifar_student.yaml"
-    mcmi_lambda: float | None = None  # default: Table 6's value for the teacher
-    student_lr: dict[str, float] = field(default_factory=dict)
-    method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     student_baseline: bool = True  # Table 13's "Student Acc." row
-    teacher_checkpoint: str = "last"
-    device: str = "auto"
     out: str = "runs/binary"
     name: str = "binary"
 
@@ -85,23 +74,16 @@ class BinaryConfig:
             raise ValueError(f"tasks: a name is used twice: {names}")
         if self.data.class_groups is not None:
             raise ValueError("data.class_groups is set per task; leave it out of data")
-        if self.mcmi_lambda is not None and self.mcmi_lambda <= 0:
-            raise ValueError(f"mcmi_lambda must be positive, got {self.mcmi_lambda}")
+        super().__post_init__()
         for task in self.tasks:
-            self.task_grid(task)  # validates methods, kinds, seeds, the checkpoint choice, the data
+            self.task_grid(task)  # each task's data set and groups
 
     def task_grid(self, task: BinaryTask) -> Table1Config:
         """The Table 1 grid of one task, under ``out/<name>/<task>``."""
         data = dataclasses.replace(self.data, name=task.data, root=task.root or self.data.root,
                                    class_groups=[list(g) for g in task.class_groups])
-        return Table1Config(
-            pairs=[PairSpec(self.teacher, self.student)], methods=list(self.methods),
-            teacher_kinds=list(self.teacher_kinds), seeds=list(self.seeds), data=data,
-            teacher_recipe=self.teacher_recipe, mcmi_recipe=self.mcmi_recipe, student_recipe=self.student_recipe,
-            mcmi_lambda={} if self.mcmi_lambda is None else {self.teacher: float(self.mcmi_lambda)},
-            student_lr=dict(self.student_lr), method_args=dict(self.method_args),
-            student_baseline=self.student_baseline, teacher_checkpoint=self.teacher_checkpoint,
-            device=self.device, out=str(Path(self.out) / self.name / task.name))
+        return self.table1(data=data, student_baseline=self.student_baseline,
+                           out=str(Path(self.out) / self.name / task.name))
 
 
 def plan(cfg: BinaryConfig, only: Mapping[str, set[str]] | None = None) -> list[tuple[BinaryTask, Table1Config, list[PlannedRun]]]:

@@ -23,35 +23,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mcmi.experiments.table1 import TEACHER_KINDS, PairSpec, PlannedRun, RunOutcome, Table1Config
+from mcmi.experiments.shots import ShotGridConfig
+from mcmi.experiments.table1 import PairSpec, PlannedRun, RunOutcome, Table1Config
 from mcmi.experiments.train import DataSpec
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SemiSupervisedConfig:
-    """Labeled fractions x teacher kinds x seeds for one teacher -> student pair (module notes)."""
+class SemiSupervisedConfig(ShotGridConfig):
+    """Labeled fractions x teacher kinds x seeds for one teacher -> student pair (module notes);
+    the other fields are those of every one-pair grid (:class:`~mcmi.experiments.shots.ShotGridConfig`)."""
 
-    teacher: str = "resnet56"
     student: str = "resnet18"
     labeled_fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.04, 0.08])
     labeled_mode: str = "stratified"  # which images keep labels: "stratified" (each class alike) | "first"
     labeled_epoch_length: str = "full"  # teacher / baseline epochs: "full" set's length | one pass ("subset")
-    methods: list[str] = field(default_factory=lambda: ["kd"])
     method_args: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"kd": {"ce_weight": 0.0, "kd_weight": 1.0, "temperature": 1.0}})
-    teacher_kinds: list[str] = field(default_factory=lambda: list(TEACHER_KINDS))
-    seeds: list[int] = field(default_factory=lambda: [0])
     data: DataSpec = field(default_factory=lambda: DataSpec(name="cifar10"))
-    teacher_recipe: str | dict[str, Any] = "_base_/cifar_teacher.yaml"
-    mcmi_recipe: str | dict[str, Any] = "_base_/cifar_mcmi.yaml"
-    student_recipe: str | dict[str, Any] = "_base_/cifar_student.yaml"
-    mcmi_lambda: float | None = None  # default: Table 6's value for the teacher
-    student_lr: dict[str, float] = field(default_factory=dict)
     student_baseline: bool = True
-    teacher_checkpoint: str = "last"
-    device: str = "auto"
     out: str = "runs/semi_supervised"
     name: str = "semi_supervised"
 
@@ -63,25 +54,14 @@ class SemiSupervisedConfig:
             raise ValueError(f"labeled_mode must be 'first' or 'stratified', got {self.labeled_mode!r}")
         if self.labeled_epoch_length not in ("full", "subset"):
             raise ValueError(f"labeled_epoch_length must be 'full' or 'subset', got {self.labeled_epoch_length!r}")
-        reduced = [f for f in ("train_fraction", "drop_classes", "drop_num_classes") if getattr(self.data, f) is not None]
-        if reduced:
-            raise ValueError(f"data.{reduced[0]} is set per cell; leave it out of data")
-        if self.mcmi_lambda is not None and self.mcmi_lambda <= 0:
-            raise ValueError(f"mcmi_lambda must be positive, got {self.mcmi_lambda}")
-        self.cell_grid(sorted(fr)[0])  # methods, kinds, seeds, checkpoint choice
+        super().__post_init__()  # data must leave the reductions to the cells; lambda; the grid
 
     def cell_key(self, fraction: float) -> str:
         return f"labeled{fraction:g}"
 
     def cell_grid(self, fraction: float) -> Table1Config:
-        return Table1Config(
-            pairs=[PairSpec(self.teacher, self.student)], methods=list(self.methods),
-            teacher_kinds=list(self.teacher_kinds), seeds=list(self.seeds), data=self.data,
-            teacher_recipe=self.teacher_recipe, mcmi_recipe=self.mcmi_recipe, student_recipe=self.student_recipe,
-            mcmi_lambda={} if self.mcmi_lambda is None else {self.teacher: float(self.mcmi_lambda)},
-            student_lr=dict(self.student_lr), method_args=dict(self.method_args),
-            student_baseline=self.student_baseline, teacher_checkpoint=self.teacher_checkpoint,
-            device=self.device, out=str(Path(self.out) / self.name / self.cell_key(fraction)))
+        return self.table1(student_baseline=self.student_baseline,
+                           out=str(Path(self.out) / self.name / self.cell_key(fraction)))
 
     def labeled_data(self, fraction: float) -> DataSpec:
         return dataclasses.replace(self.data, train_fraction=float(fraction), fraction_mode=self.labeled_mode,

@@ -35,9 +35,10 @@ CELL_FIELDS = ("train_fraction", "fraction_mode", "drop_classes", "drop_num_clas
 
 @dataclass
 class ShotGridConfig:
-    """Fields of both grids. ``data`` is the teacher's (whole) training set; the grid sets the
-    student's reductions per cell. Recipes, ``method_args``, ``student_lr`` and the lambda of the
-    MCMI fine-tune work as in :class:`~mcmi.experiments.table1.Table1Config`."""
+    """Fields of every one-pair grid (zero-shot, few-shot; binary tasks and semi-supervised
+    extend it). ``data`` is the teacher's (whole) training set; the grid sets the student's
+    reductions per cell. Recipes, ``method_args``, ``student_lr`` and the lambda of the MCMI
+    fine-tune work as in :class:`~mcmi.experiments.table1.Table1Config`."""
 
     teacher: str = "resnet56"
     student: str = "resnet20"
@@ -67,9 +68,11 @@ class ShotGridConfig:
             raise ValueError(f"mcmi_lambda must be positive, got {self.mcmi_lambda}")
         self.table1()  # validates methods, kinds, seeds and the checkpoint choice
 
-    def table1(self) -> Table1Config:
-        """The Table 1 grid of this pair: its teacher runs and its student recipes are reused."""
-        return Table1Config(
+    def table1(self, **changes: Any) -> Table1Config:
+        """The Table 1 grid of this pair: its teacher runs and its student recipes are reused.
+        ``changes`` replace Table1Config fields (a task's ``data``, a cell's ``out``, ...) before
+        its defaults are merged, so Table 6's lambda follows the data set given here."""
+        fields = dict(
             pairs=[PairSpec(self.teacher, self.student)], methods=list(self.methods),
             teacher_kinds=list(self.teacher_kinds), seeds=list(self.seeds), data=self.data,
             teacher_recipe=self.teacher_recipe, mcmi_recipe=self.mcmi_recipe, student_recipe=self.student_recipe,
@@ -78,6 +81,7 @@ class ShotGridConfig:
             student_lr=dict(self.student_lr), method_args=dict(self.method_args),
             use_pair_defaults=self.use_pair_defaults, teacher_seed=self.teacher_seed,
             teacher_checkpoint=self.teacher_checkpoint, device=self.device, out=self.out)
+        return Table1Config(**{**fields, **changes})
 
 
 @dataclass(frozen=True)
