@@ -17,7 +17,7 @@ from mcmi.losses.pkt import pkt_loss
 from mcmi.losses.rkd import rkd_loss
 from mcmi.losses.sp import sp_loss
 
-SETTINGS = settings(max_examples=40, deadline=None)
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)  # the same examples in every CI run
 # logit scales from near-uniform outputs to saturated ones (float64: exp(±300) stays finite)
 scale = st.sampled_from([1e-3, 1.0, 30.0, 300.0])
 
@@ -64,8 +64,11 @@ def test_feature_losses_nonnegative_and_zero_at_the_teacher(seed, n, ch, hw, s):
         v = loss(es, et)
         assert torch.isfinite(v) and v >= -1e-9, loss.__name__
         assert abs(float(loss(et, et))) < 1e-6, loss.__name__
-    # RKD compares shapes of the embedding, not its scale: distances are normalized by their mean
-    assert np.isclose(float(rkd_loss(es * 7.0, et)), float(rkd_loss(es, et)), rtol=1e-6, atol=1e-9)
+    # RKD compares shapes of the embedding, not its scale: distances are normalized by their mean.
+    # Checked at unit scale: at 1e-3 two rows can sit within sqrt(eps) = 1e-6, where the clamp of
+    # the squared distances (for finite gradients) binds and the invariance is not exact.
+    eu = es / es.pow(2).mean().sqrt()
+    assert np.isclose(float(rkd_loss(eu * 7.0, et)), float(rkd_loss(eu, et)), rtol=1e-6, atol=1e-9)
     # AT and SP compare normalized maps: a positive rescaling of the student changes nothing
     assert np.isclose(float(at_loss(fs * 3.0, ft)), float(at_loss(fs, ft)), rtol=1e-6, atol=1e-12)
     assert np.isclose(float(sp_loss(fs * 3.0, ft)), float(sp_loss(fs, ft)), rtol=1e-6, atol=1e-12)
