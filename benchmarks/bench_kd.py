@@ -408,7 +408,8 @@ def ref_runner(ctx: Context, method: str, teacher: nn.Module, student: nn.Module
 # ----------------------------------------------------------------------------- cases
 def case_ours(ctx: Context, method: str, t_name: str, s_name: str, *, fold: bool = True,
               channels_last: bool = True, amp: str | None = None, cache: bool = False,
-              compile_backend: str | None = None, crd_negatives: str = "class") -> Runner:
+              compile_backend: str | None = None, crd_negatives: str = "class",
+              crd_scoring: str = "auto") -> Runner:
     teacher = build_teacher(t_name, ctx)
     if fold:
         teacher = fold_batchnorm(teacher)
@@ -416,7 +417,7 @@ def case_ours(ctx: Context, method: str, t_name: str, s_name: str, *, fold: bool
     info: dict[str, Any] = {}
     if method == "crd":
         m = CRD(student, teacher, num_data=len(ctx.train), num_negatives=ctx.args.crd_negatives,
-                negatives=crd_negatives)
+                negatives=crd_negatives, scoring=crd_scoring)
         loader = ours_loader(ctx, ctx.ours_train, channels_last)
         m.prepare(loader)
     else:
@@ -535,8 +536,10 @@ def build_case(ctx: Context, name: str) -> Runner:
             "nofold": {"fold": False},
             "nchw": {"channels_last": False},
             "noamp": {"amp": "off"},
+            "bf16": {"amp": "bf16"},
             "cache": {"cache": True},
             "shared": {"crd_negatives": "shared"},
+            "gather": {"crd_scoring": "gather"},
         }[variant]
         return case_ours(ctx, parts[0], t, s, **opts)
     if parts[0] == "objective":
@@ -703,6 +706,12 @@ def report(ctx: Context, res: dict[str, Any]) -> str:
         rows.append([f"{t} -> {s} {method.upper()}", fmt_ips(o), fmt_ips(r), ratio(o, r),
                      fmt_range(o), fmt_range(r), fmt_mb(mem.get(f"{key}:ours")),
                      fmt_mb(mem.get(f"{key}:ref"))])
+        ga = res["pairs"].get(f"{key}:gather")
+        if ga:
+            rows.append([f"{t} -> {s} {method.upper()}, candidates gathered row by row "
+                         "(`method_args.scoring=gather`, CRD's way; the default scores the whole "
+                         "bank)", fmt_ips(ga), fmt_ips(r), ratio(ga, r), fmt_range(ga),
+                         fmt_range(r), fmt_mb(mem.get(f"{key}:gather")), "-"])
         sh = res["pairs"].get(f"{key}:shared")
         if sh:
             rows.append([f"{t} -> {s} {method.upper()}, negatives shared by the batch (opt-in: "
@@ -735,12 +744,15 @@ def report(ctx: Context, res: dict[str, Any]) -> str:
     if dev.type == "cpu":
         add("channels_last", base, opt.get(f"{head}:nchw"), "off (CPU recipes: on)",
             "memory format of images and models")
+        add("bf16 autocast on CPU (`train.amp=bf16`)", opt.get(f"{head}:bf16"), base, "off",
+            "changes the numerics of the fp32 recipes")
     else:
         add("AMP (bf16 autocast)", base, opt.get(f"{head}:noamp"), "auto in recipes", "CUDA only")
     c = opt.get(f"{head}:cache")
     if c:
         full = cache_bytes(50_000, a.cache_views, NUM_CLASSES)
         add(f"cached teacher logits, K = {a.cache_views} views", c, base, "off",
+            f"{ratio(c, opt.get(f'{head}:ref'))} the reference KD loop in the same rounds; "
             f"precompute {c['views_per_s']:.0f} views/s ({c['cached_views']} views here); "
             f"CIFAR-100 size: {50_000 * a.cache_views} views, {full / 1e6:.0f} MB float32; "
             f"changes the recipe (K augmentations per image)")
@@ -881,11 +893,14 @@ def run_all(ctx: Context, argv: list[str] | None) -> dict[str, Any]:
     }
     head = pair_key("kd", *HEAD)
     variants = ["ours", "ref", "nofold", "nchw" if dev.type == "cpu" else "noamp", "cache"]
+    if dev.type == "cpu":
+        variants.append("bf16")  # train.amp=bf16: the README's CPU speed option
     res["options"] = run_group(ctx, [f"{head}:{v}" for v in variants])
     res["pairs"] = {k: v for k, v in res["options"].items() if k.endswith((":ours", ":ref"))}
     for method, t, s in PAIRS[1:]:
         key = pair_key(method, t, s)
-        extra = [f"{key}:shared"] if method == "crd" else []  # CRD's opt-in batch-shared negatives
+        # CRD: the gathered-row scoring (same scores) and the opt-in batch-shared negatives
+        extra = [f"{key}:gather", f"{key}:shared"] if method == "crd" else []
         res["pairs"].update(run_group(ctx, [f"{key}:ours", f"{key}:ref", *extra]))
     res["objective"] = run_group(ctx, ["objective:mcmi", "objective:ce"])
     res["eval"] = run_group(ctx, ["eval:cmi", "eval:acc"], steps=args.eval_steps)
@@ -895,6 +910,7 @@ def run_all(ctx: Context, argv: list[str] | None) -> dict[str, Any]:
     gc.collect()
     if args.memory:
         cases = ["floor"] + [f"{pair_key(*p)}:{v}" for p in PAIRS for v in ("ours", "ref")]
+        cases += [f"{pair_key(*p)}:gather" for p in PAIRS if p[0] == "crd"]
         if args.quick:
             cases = cases[:3]
         res["memory"] = {}

@@ -376,3 +376,47 @@ def test_crd_shared_negatives_score_like_per_anchor_candidates():
     ref = np.exp(emb_s.numpy() @ mem.memory_t.numpy()[rows].T / 0.07)
     ref = np.concatenate([np.diag(ref[:, :5])[:, None], ref[:, 5:]], 1)
     np.testing.assert_allclose(shared[0].numpy(), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("negatives", ["class", "uniform", "given"])
+def test_crd_whole_bank_scoring_equals_gathered_rows_in_value_and_gradient(negatives):
+    """scoring="bank" (one product with the whole bank) must give CRD's gathered-row scores, and
+    the same gradients even though the banks are updated in place before backward runs."""
+    import numpy as np
+
+    n, d, k, num_data = 6, 8, 40, 30  # K > num_data: candidates repeat, as they do on CIFAR
+    labels = torch.arange(num_data) % 3
+    index = torch.tensor([0, 4, 8, 13, 21, 29])
+    given = torch.randint(0, num_data, (n, k + 1), generator=torch.Generator().manual_seed(5))
+    given[:, 0] = index
+    results = {}
+    for scoring in ("gather", "bank"):
+        torch.manual_seed(0)
+        mem = ContrastMemory(num_data, d, k, negatives="uniform" if negatives == "uniform"
+                             else "class", scoring=scoring).train()
+        mem.set_labels(labels)
+        bank_t = mem.memory_t.clone()
+        emb_s = F.normalize(torch.randn(n, d), dim=1).requires_grad_()
+        emb_t = F.normalize(torch.randn(n, d), dim=1).requires_grad_()
+        torch.manual_seed(1)  # the same negative draw for both scorings
+        s, t = mem(emb_s, emb_t, index, labels[index], given if negatives == "given" else None)
+        assert not torch.equal(mem.memory_t, bank_t)  # the in-place update happened
+        weights = torch.linspace(0.5, 2.0, k + 1)
+        ((s * weights).sum() + (t.log() * weights).sum()).backward()
+        results[scoring] = (s.detach(), t.detach(), emb_s.grad, emb_t.grad, mem.memory_t.clone())
+        if negatives == "given":  # by hand: exp(<anchor, row> / T) / Z with Z = mean * num_data
+            raw = np.exp(np.einsum("nd,nkd->nk", emb_s.detach().numpy(),
+                                   bank_t.numpy()[given.numpy()]) / 0.07)
+            np.testing.assert_allclose(s.detach().numpy(), raw / (raw.mean() * num_data), rtol=1e-5)
+    for a, b in zip(results["gather"], results["bank"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_crd_scoring_auto_picks_the_bank_product_only_for_banks_within_16_k():
+    assert ContrastMemory(50_000, 8, 16384).scoring == "bank"
+    assert ContrastMemory(16 * 16385 + 1, 8, 16384).scoring == "gather"
+    assert ContrastMemory(100, 8, 4, scoring="gather").scoring == "gather"
+    with pytest.raises(ValueError, match="scoring"):
+        ContrastMemory(100, 8, 4, scoring="dense")
+    mem = ContrastMemory(50_000, 128, 16384)
+    assert mem.step_bytes(64) == 2 * (2 * 64 * 50_000 + 50_000 * 128 + 64 * 16385) * 4

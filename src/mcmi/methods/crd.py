@@ -32,8 +32,10 @@ class ContrastMemory(nn.Module):
     e.g. CIFAR-100 (50,000 images, 128 dims): 51.2 MB; ImageNet-1k (1,281,167 images, 128 dims):
     1,311,915,008 bytes ~= 1.31 GB (1.22 GiB), plus 10.2 MB of labels. The banks live on the
     model's device and are part of ``state_dict()`` (so a resumed run continues with the same
-    bank) unless ``persistent=False``. Each step additionally gathers ``2 * B * (K + 1) * feat_dim``
-    floats: see :meth:`step_bytes` (1.07 GB for B = 64, K = 16384; 4.3 GB for B = 256).
+    bank) unless ``persistent=False``. Each step's scoring needs transient memory besides
+    (:meth:`step_bytes`): with ``scoring="gather"`` the ``2 * B * (K + 1) * feat_dim`` gathered
+    floats (1.07 GB for B = 64, K = 16384; 4.3 GB for B = 256); with ``"bank"`` about
+    ``4 * B * num_data + 2 * num_data * feat_dim`` floats (110 MB for B = 64 on CIFAR-100).
 
     Negatives (``negatives=``):
 
@@ -52,6 +54,21 @@ class ContrastMemory(nn.Module):
 
     A batch may also carry its own ``contrast_index`` (N, K+1) with the positive in column 0, as
     RepDistiller's data sets return; it is then used as is.
+
+    Scoring (``scoring=``), for the per-anchor samplers: the same scores computed two ways.
+
+    - ``"gather"``: gather the (B, K+1, D) candidate rows of the bank, then one batched
+      matrix-vector product per anchor (CRD's way; memory-bound: 1.07 GB moved per step at
+      B = 64, K = 16384).
+    - ``"bank"``: score every anchor against the *whole* bank with one (B, D) x (D, num_data)
+      matrix product, then pick each anchor's K+1 columns. Same negatives, same scores up to
+      float rounding, same gradients (tested); it trades the gather for a compute-bound GEMM
+      and pays off while ``num_data`` is within a few K: CIFAR's 50,000 rows against
+      K + 1 = 16,385. Transient memory: (B, num_data) logits and their gradient per side,
+      plus a copy of each bank, which the backward pass needs because the banks are updated in
+      place before it runs.
+    - ``"auto"`` (default): ``"bank"`` when ``num_data <= 16 * (K + 1)``, else ``"gather"``
+      (ImageNet-1k's 1.28 M rows at K = 16384 gather).
 
     Data parallel: every process keeps a full bank and, at each training step, applies the rows
     of *all* processes (an all-gather of this step's embeddings and indices), so the banks stay
@@ -72,6 +89,7 @@ class ContrastMemory(nn.Module):
         momentum: float = 0.5,
         negatives: str = "class",
         persistent: bool = True,
+        scoring: str = "auto",
     ) -> None:
         super().__init__()
         if num_data < 2:
@@ -80,6 +98,8 @@ class ContrastMemory(nn.Module):
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
         if negatives not in ("class", "uniform", "shared"):
             raise ValueError(f"negatives must be 'class', 'uniform' or 'shared', got {negatives!r}")
+        if scoring not in ("auto", "gather", "bank"):
+            raise ValueError(f"scoring must be 'auto', 'gather' or 'bank', got {scoring!r}")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.num_data = int(num_data)
@@ -88,6 +108,9 @@ class ContrastMemory(nn.Module):
         self.temperature = float(temperature)
         self.momentum = float(momentum)
         self.negatives = negatives
+        if scoring == "auto":
+            scoring = "bank" if self.num_data <= 16 * (self.num_negatives + 1) else "gather"
+        self.scoring = scoring
         bound = 1.0 / math.sqrt(feat_dim / 3.0)  # CRD's init: rows of expected unit norm
         self.register_buffer(
             "memory_s", torch.rand(num_data, feat_dim).mul_(2 * bound).sub_(bound), persistent
@@ -112,9 +135,13 @@ class ContrastMemory(nn.Module):
         return sum(b.numel() * b.element_size() for b in self.buffers())
 
     def step_bytes(self, batch_size: int) -> int:
-        """Transient bytes of one step: the gathered (B, K+1, D) candidate rows of both banks and
-        the (B, K+1) scores of both sides, in float32."""
+        """Transient float32 bytes of one step's scoring, both sides: ``"gather"`` the (B, K+1, D)
+        candidate rows and the (B, K+1) scores; ``"bank"`` the (B, num_data) logits and their
+        gradient, a copy of the bank and the (B, K+1) scores."""
         k1 = self.num_negatives + 1
+        if self.scoring == "bank":
+            per_side = 2 * batch_size * self.num_data + self.num_data * self.feat_dim
+            return 2 * (per_side + batch_size * k1) * 4
         return 2 * batch_size * k1 * (self.feat_dim + 1) * 4
 
     # ---- labels for class-aware negatives
@@ -238,6 +265,9 @@ class ContrastMemory(nn.Module):
             cand = contrast_index.to(self.memory_s.device).long()
             if cand.dim() != 2 or cand.shape[0] != n:
                 raise ValueError(f"contrast_index must be (N, K+1), got {tuple(cand.shape)}")
+        if self.scoring == "bank":
+            return self._bank_scores(emb_s, self.memory_t, cand), self._bank_scores(
+                emb_t, self.memory_s, cand)
         k1 = cand.shape[1]
         flat = cand.reshape(-1)
         with torch.no_grad():
@@ -245,6 +275,14 @@ class ContrastMemory(nn.Module):
             rows_s = self.memory_s.index_select(0, flat).view(n, k1, self.feat_dim)
         return (contrast_scores(emb_s, rows_t, self.temperature, 1.0),
                 contrast_scores(emb_t, rows_s, self.temperature, 1.0))
+
+    def _bank_scores(self, anchor: Tensor, bank: Tensor, cand: Tensor) -> Tensor:
+        """``scoring="bank"``: exp(<anchor_n, bank[cand[n, k]]> / T) from one product of the
+        anchors with the whole bank; equal to :func:`contrast_scores` on the gathered rows."""
+        if anchor.requires_grad and torch.is_grad_enabled():
+            bank = bank.clone()  # autograd keeps it for backward; the bank is updated in place
+        logits = (anchor.float() @ bank.T).gather(1, cand)
+        return torch.exp(logits / self.temperature)
 
     @torch.no_grad()
     def _update(self, bank: Tensor, emb: Tensor, index: Tensor) -> None:
@@ -260,6 +298,7 @@ class ContrastMemory(nn.Module):
             f"num_data={self.num_data}, feat_dim={self.feat_dim}, "
             f"num_negatives={self.num_negatives}, "
             f"T={self.temperature}, momentum={self.momentum}, negatives={self.negatives!r}, "
+            f"scoring={self.scoring!r}, "
             f"memory_bytes={self.memory_bytes}"
         )
 
@@ -311,7 +350,9 @@ class CRDConfig:
     ``temperature`` 0.07 (``--nce_t``), ``momentum`` 0.5 (``--nce_m``): RepDistiller's
     ``train_student.py`` defaults. ``negatives="class"`` is CRD's sampler (other classes only);
     ``"uniform"`` draws any other index; ``"shared"`` draws one uniform set per step for the whole
-    batch (same expected loss as ``"uniform"``, much faster: see ContrastMemory). ``kd_weight`` 1 with ``crd_weight`` 0.8 gives
+    batch (same expected loss as ``"uniform"``, much faster: see ContrastMemory). ``scoring``
+    ("auto", "gather", "bank") picks how the per-anchor scores are computed; every choice gives the
+    same scores (see ContrastMemory). ``kd_weight`` 1 with ``crd_weight`` 0.8 gives
     RepDistiller's "CRD+KD". ``checkpoint_memory=False`` keeps the (large) banks out of
     ``state_dict()``; a resumed run then restarts from a fresh bank.
     """
@@ -323,6 +364,7 @@ class CRDConfig:
     temperature: float = 0.07
     momentum: float = 0.5
     negatives: str = "class"
+    scoring: str = "auto"
     checkpoint_memory: bool = True
     kd_weight: float = 0.0
     temperature_kd: float = 4.0
@@ -356,6 +398,7 @@ class CRD(Distiller):
             cfg.momentum,
             cfg.negatives,
             persistent=cfg.checkpoint_memory,
+            scoring=cfg.scoring,
         )
 
     @property
