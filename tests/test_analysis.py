@@ -160,8 +160,13 @@ def test_temperature_plots(tmp_path):
                                                   2: [tmp_path / "kd_t2_s0", tmp_path / "missing"]}, "last")
     assert acc == {1.0: pytest.approx([0.69, 0.70]), 2.0: pytest.approx([0.71])}
     assert_figures(temperature.plot_cmi_with_students(rows["MLL"], acc, tmp_path / "fig1"))
-    assert temperature._parse_students(["MLL:4=a", "MLL:4=b", "MCMI:2=c"]) == {"MLL": {4.0: ["a", "b"]},
-                                                                              "MCMI": {2.0: ["c"]}}
+    assert temperature._parse_students(["MLL:4=a", "MLL:4=b", "MCMI:2=c", "MCMI:8/1=d"]) == {
+        "MLL": {(4.0, 4.0): ["a", "b"]}, "MCMI": {(2.0, 2.0): ["c"], (8.0, 1.0): ["d"]}}
+    with pytest.raises(ValueError, match="T_t/T_s"):
+        temperature._parse_students(["MLL:x/1=a"])
+    grid = {"MLL": {(1.0, 1.0): [0.60], (4.0, 1.0): [0.62, 0.64], (4.0, 4.0): [0.66]},
+            "MCMI": {(1.0, 1.0): [0.61], (4.0, 1.0): [0.65], (4.0, 4.0): [0.67]}}
+    assert_figures(temperature.plot_student_temperature_grid(grid, tmp_path / "fig8"))
 
 
 # ------------------------------------------------------------------------------ t-SNE, curves, per-class
@@ -232,8 +237,18 @@ def test_figure_tools_end_to_end(tiny):
     assert_figures([d / "cam" / "eigencam.png", d / "cam" / "eigencam.pdf"])
     res = tsne.tsne_figure(ckpts, out=d / "tsne", classes=["red", 3], num_samples=6, perplexity=2, **common)
     assert res["n"] == 6 and res["classes"] == ["red", "grey"] and res["teachers"]["MLL"]["cmi"] >= 0
-    res = temperature.temperature_figure(ckpts, out=d / "temp", temperatures=[1, 2], **common)
+    runs = {}
+    for key, acc in (((1.0, 1.0), 0.5), ((2.0, 2.0), 0.6), ((2.0, 1.0), 0.55)):
+        run = d / f"kd_{key[0]:g}_{key[1]:g}"
+        run.mkdir()
+        (run / "summary.json").write_text(json.dumps({"best_acc": acc}))
+        runs[key] = [str(run)]
+    res = temperature.temperature_figure(ckpts, out=d / "temp", temperatures=[1, 2], students={"MLL": runs},
+                                         **common)
     assert [r["temperature"] for r in res["sweeps"]["MCMI"]] == [1.0, 2.0] and res["n"] == 32
+    assert res["student_accuracy"]["MLL"] == {"1/1": [0.5], "2/1": [0.55], "2/2": [0.6]}
+    for stem in ("fig1_MLL", "fig8"):
+        assert_figures([d / "temp" / f"{stem}.png", d / "temp" / f"{stem}.pdf"])
     assert json.loads((d / "temp" / "temperature.json").read_text())["sweeps"]["MLL"][0]["cmi"] >= 0
     path = per_class.per_class_report(ckpts, out=d / "pc", k=1, **common)
     text = path.read_text()

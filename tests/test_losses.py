@@ -365,6 +365,20 @@ def test_kd_temperature_scaling():
     )
 
 
+def test_kd_with_separate_student_temperature_matches_numpy():
+    """Fig. 8's grid: teacher softened at T_t, student at T_s, scaled by T_t * T_s."""
+    s, t = rand(5, 7, seed=37), rand(5, 7, seed=38)
+    pt, ps = np.exp(np_log_softmax(npy(t) / 8)), np.exp(np_log_softmax(npy(s) / 2))
+    got = kd_loss(s, t, 8.0, student_temperature=2.0).item()
+    assert got == pytest.approx(16 * np_kl_rows(pt, ps).mean(), rel=1e-10)
+    assert kd_loss(s, t, 3.0, student_temperature=3.0).item() == pytest.approx(
+        kd_loss(s, t, 3.0).item(), rel=1e-12)
+    # zero exactly when the student's softened outputs equal the teacher's: s/T_s == t/T_t
+    assert kd_loss(t * 0.25, t, 8.0, student_temperature=2.0).item() == pytest.approx(0, abs=1e-12)
+    with pytest.raises(ValueError, match="student 0"):
+        kd_loss(s, t, 4.0, student_temperature=0.0)
+
+
 # ------------------------------------------------------------------------------- ReviewKD
 def np_hcl_single(s, t):
     h = s.shape[2]

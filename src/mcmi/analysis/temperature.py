@@ -10,6 +10,9 @@ not depend on T (the argmax is unchanged), LL falls as T grows beyond the fitted
 - :func:`plot_cmi_with_students`: the layout of Fig. 1 for one pair: the students' accuracy (bars,
   left axis) of KD runs at each T beside the teacher's CMI at that T (curve, right axis). The
   student runs come from elsewhere (one KD run per T); :func:`student_accuracy_from_runs` reads them.
+- :func:`plot_student_temperature_grid`: the layout of Fig. 8 (A.7): student accuracy vs the
+  teacher's temperature T_t, one line per student temperature T_s and teacher, from KD runs with
+  ``method_args.student_temperature``.
 """
 from __future__ import annotations
 
@@ -17,12 +20,13 @@ import argparse
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["temperature_sweep", "plot_temperature_sweep", "plot_cmi_with_students", "student_accuracy_from_runs",
-           "temperature_figure", "main"]
+__all__ = ["temperature_sweep", "plot_temperature_sweep", "plot_cmi_with_students", "plot_student_temperature_grid",
+           "student_accuracy_from_runs", "temperature_figure", "main"]
 
 PAPER_TEMPERATURES = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)  # Fig. 1 and A.7: T in {1, ..., 8}
 
@@ -104,28 +108,61 @@ def plot_cmi_with_students(rows: Sequence[Mapping[str, float]], student_accuracy
     return save_figure(fig, out_stem)
 
 
-def student_accuracy_from_runs(runs: Mapping[float, Sequence[str | Path]], which: str = "best") -> dict[float, list[float]]:
-    """T -> accuracies (fractions) read from each run folder's ``summary.json`` (``best_acc`` or
-    ``last_acc``); runs without a summary are skipped."""
-    out: dict[float, list[float]] = {}
-    for t, dirs in runs.items():
+def plot_student_temperature_grid(student_acc: Mapping[str, Mapping[tuple[float, float], Sequence[float]]],
+                                  out_stem: str | Path, title: str = "") -> list[Path]:
+    """Fig. 8 layout: student top-1 (%) vs the teacher's temperature T_t, one line per (teacher,
+    student temperature T_s); mean over runs, std as error bars. ``student_acc``: teacher name ->
+    (T_t, T_s) -> accuracies (fractions). Line style tells the teacher, colour the T_s."""
+    import matplotlib.pyplot as plt
+
+    from mcmi.reports.plots import save_figure
+    from mcmi.reports.tables import mean_std
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    t_students = sorted({ts for grid in student_acc.values() for _, ts in grid})
+    colors = {ts: plt.cm.viridis(i / max(1, len(t_students) - 1) * 0.85) for i, ts in enumerate(t_students)}
+    styles = ["-", "--", ":", "-."]
+    for k, (name, grid) in enumerate(student_acc.items()):
+        for ts in t_students:
+            tts = sorted(tt for tt, s in grid if s == ts)
+            if not tts:
+                continue
+            stats = [mean_std([100 * a for a in grid[(tt, ts)]]) for tt in tts]
+            ax.errorbar(tts, [m for m, _ in stats], yerr=[sd for _, sd in stats], color=colors[ts],
+                        linestyle=styles[k % len(styles)], marker="o", ms=3, capsize=2,
+                        label=f"{name} teacher, $T^s$ = {ts:g}")
+    ax.set_xlabel("teacher temperature $T^t$")
+    ax.set_ylabel("student top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "KD students vs teacher and student temperatures", fontsize=10)
+    return save_figure(fig, out_stem)
+
+
+def student_accuracy_from_runs(runs: Mapping[Any, Sequence[str | Path]], which: str = "best") -> dict[Any, list[float]]:
+    """key -> accuracies (fractions) read from each run folder's ``summary.json`` (``best_acc`` or
+    ``last_acc``); runs without a summary are skipped. Keys (T, or (T_t, T_s)) are kept as given."""
+    out: dict[Any, list[float]] = {}
+    for key, dirs in runs.items():
         for d in dirs:
             p = Path(d) / "summary.json"
             if p.is_file():
                 acc = json.loads(p.read_text()).get(f"{which}_acc")
                 if acc is not None:
-                    out.setdefault(float(t), []).append(float(acc))
+                    out.setdefault(key, []).append(float(acc))
     return out
 
 
 def temperature_figure(checkpoints: Mapping[str, str], data: str, out: str | Path, root: str | None = None,
                        split: str = "train", temperatures: Sequence[float] = PAPER_TEMPERATURES,
                        device: str = "auto", batch_size: int = 256, class_groups: list[list[int]] | None = None,
-                       students: Mapping[str, Mapping[float, Sequence[str]]] | None = None,
+                       students: Mapping[str, Mapping[tuple[float, float], Sequence[str]]] | None = None,
                        which: str = "best") -> dict:
     """Sweep every teacher over ``temperatures`` on ``split`` (default: the unaugmented training
-    set, where the paper measures its teachers' CMI) and write ``out/temperature.{png,pdf,json}``;
-    with ``students`` (teacher name -> T -> KD run folders), also ``out/fig1_<name>.{png,pdf}``."""
+    set, where the paper measures its teachers' CMI) and write ``out/temperature.{png,pdf,json}``.
+    With ``students`` (teacher name -> (T_t, T_s) -> KD run folders), also
+    ``out/fig1_<name>.{png,pdf}`` from the runs with T_t = T_s, and ``out/fig8.{png,pdf}`` when
+    some run has T_s != T_t."""
     from mcmi.analysis.common import collect_logits, load_eval_data, load_models
     from mcmi.experiments.train import resolve_device
     from mcmi.io import write_json
@@ -140,26 +177,34 @@ def temperature_figure(checkpoints: Mapping[str, str], data: str, out: str | Pat
     student_acc = {}
     for name, runs in (students or {}).items():
         student_acc[name] = student_accuracy_from_runs(runs, which)
-        if name in sweeps and student_acc[name]:
-            figures += plot_cmi_with_students(sweeps[name], student_acc[name], Path(out) / f"fig1_{name}",
+        same_t = {tt: acc for (tt, ts), acc in student_acc[name].items() if tt == ts}
+        if name in sweeps and same_t:
+            figures += plot_cmi_with_students(sweeps[name], same_t, Path(out) / f"fig1_{name}",
                                               f"KD students of the {name} teacher vs T", teacher=name)
+    if any(tt != ts for grid in student_acc.values() for tt, ts in grid):
+        figures += plot_student_temperature_grid(student_acc, Path(out) / "fig8",
+                                                 f"KD students vs (T^t, T^s), {data}")
     res = {"data": data, "split": split, "n": len(ev.dataset), "checkpoints": dict(checkpoints), "sweeps": sweeps,
-           "student_accuracy": {k: {str(t): v for t, v in d.items()} for k, d in student_acc.items()},
+           "student_accuracy": {k: {f"{tt:g}/{ts:g}": v for (tt, ts), v in sorted(d.items())}
+                                for k, d in student_acc.items()},
            "figures": [str(p) for p in figures]}
     write_json(Path(out) / "temperature.json", res)
     return res
 
 
-def _parse_students(items: Sequence[str] | None) -> dict[str, dict[float, list[str]]]:
-    """``["MLL:4=runs/kd_t4_seed0", ...]`` -> ``{"MLL": {4.0: ["runs/kd_t4_seed0"]}}``."""
-    out: dict[str, dict[float, list[str]]] = {}
+def _parse_students(items: Sequence[str] | None) -> dict[str, dict[tuple[float, float], list[str]]]:
+    """``["MLL:4=runs/a", "MLL:8/1=runs/b"]`` -> ``{"MLL": {(4.0, 4.0): ["runs/a"], (8.0, 1.0):
+    ["runs/b"]}}``: ``T`` alone is a KD run at T_t = T_s = T, ``T_t/T_s`` one with its own T_s."""
+    out: dict[str, dict[tuple[float, float], list[str]]] = {}
     for item in items or []:
         try:
             head, path = item.split("=", 1)
             name, t = head.split(":", 1)
-            out.setdefault(name, {}).setdefault(float(t), []).append(path)
+            tt, _, ts = t.partition("/")
+            key = (float(tt), float(ts or tt))
         except ValueError:
-            raise ValueError(f"--student {item!r} must look like NAME:T=RUN_DIR") from None
+            raise ValueError(f"--student {item!r} must look like NAME:T=RUN_DIR or NAME:T_t/T_s=RUN_DIR") from None
+        out.setdefault(name, {}).setdefault(key, []).append(path)
     return out
 
 
@@ -172,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     add_data_args(p, split="train")
     p.add_argument("--temperatures", default=",".join(f"{t:g}" for t in PAPER_TEMPERATURES),
                    help="comma-separated (default: 1,...,8 as the paper)")
-    p.add_argument("--student", action="append", help="NAME:T=RUN_DIR of a KD student at temperature T (repeat; Fig. 1 bars)")
+    p.add_argument("--student", action="append",
+                   help="NAME:T=RUN_DIR of a KD student at temperature T (Fig. 1 bars), or NAME:T_t/T_s=RUN_DIR "
+                        "of one with its own student temperature (Fig. 8); repeat")
     p.add_argument("--which", default="best", choices=["best", "last"], help="student accuracy read from summary.json")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)

@@ -12,14 +12,23 @@ def soft_target_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
+def kd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 4.0,
+    student_temperature: float | None = None,
+) -> Tensor:
     """Hinton et al. (2015): ``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch.
 
-    The T^2 factor keeps gradient magnitudes comparable across temperatures.
+    The T^2 factor keeps gradient magnitudes comparable across temperatures. With a
+    ``student_temperature`` T_s different from the teacher's T_t (the post-hoc smoothing grid of
+    paper A.7, Fig. 8) the loss is ``T_t * T_s * KL(softmax(t/T_t) || softmax(s/T_s))``: the
+    product reduces to T^2 when both are equal (the paper does not state its factor).
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    log_ps = F.log_softmax(student_logits / temperature, dim=1)
+    t_s = temperature if student_temperature is None else student_temperature
+    if temperature <= 0 or t_s <= 0:
+        raise ValueError(f"temperatures must be > 0, got teacher {temperature}, student {t_s}")
+    log_ps = F.log_softmax(student_logits / t_s, dim=1)
     log_pt = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = (log_pt.exp() * (log_pt - log_ps)).sum(1).mean()
-    return kl * temperature**2
+    return kl * (temperature * t_s)

@@ -11,16 +11,20 @@ from mcmi.methods.base import Batch, Distiller, Method, StepOutput, register_met
 
 @dataclass
 class KDConfig:
-    """RepDistiller's defaults, used by the paper's code: 0.1 CE + 0.9 KD at T = 4."""
+    """RepDistiller's defaults, used by the paper's code: 0.1 CE + 0.9 KD at T = 4.
+    ``student_temperature`` (default: ``temperature``) softens the student's side on its own,
+    for the (T_t, T_s) grid of paper A.7 / Fig. 8."""
 
     ce_weight: float = 0.1
     kd_weight: float = 0.9
     temperature: float = 4.0
+    student_temperature: float | None = None
 
 
 @register_method("kd")
 class KD(Distiller):
-    """Student learns from ``ce_weight * CE(y) + kd_weight * T^2 KL(P_t^T || P_s^T)``.
+    """Student learns from ``ce_weight * CE(y) + kd_weight * T^2 KL(P_t^T || P_s^T)``
+    (``T_t T_s KL(P_t^{T_t} || P_s^{T_s})`` with a separate ``student_temperature``).
 
     With ``ce_weight = 0`` the labels are not read at all: distillation from the teacher alone,
     as on unlabeled data (the semi-supervised protocol of paper A.9, after Chen et al. 2020b).
@@ -28,15 +32,18 @@ class KD(Distiller):
 
     teacher_signal = "logits"
 
-    def __init__(self, student, teacher, ce_weight: float = 0.1, kd_weight: float = 0.9, temperature: float = 4.0):
+    def __init__(self, student, teacher, ce_weight: float = 0.1, kd_weight: float = 0.9,
+                 temperature: float = 4.0, student_temperature: float | None = None):
         super().__init__(student, teacher)
-        self.cfg = KDConfig(ce_weight, kd_weight, temperature)
+        self.cfg = KDConfig(ce_weight, kd_weight, temperature, student_temperature)
 
     def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
         x = batch["image"]
         logits = self.student(x)
         t_logits = self.teacher_logits(batch)
-        losses = {"kd": self.cfg.kd_weight * kd_loss(logits, t_logits, self.cfg.temperature)}
+        cfg = self.cfg
+        losses = {"kd": cfg.kd_weight * kd_loss(logits, t_logits, cfg.temperature,
+                                                 cfg.student_temperature)}
         if self.cfg.ce_weight:
             losses["ce"] = self.cfg.ce_weight * F.cross_entropy(logits, batch["label"])
         return StepOutput(logits, losses)
