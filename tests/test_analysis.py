@@ -45,6 +45,16 @@ def np_eigencam(a, center):
     return proj.reshape(h, w)
 
 
+def test_eigencam_map_statistics_by_hand():
+    a = torch.tensor([[[0.0, 0.2], [0.6, 1.0]]])  # 2 of 4 pixels >= 0.5
+    b = 1 - a  # anti-correlated, 2 of 4 pixels >= 0.5 (0.8 and 1.0)
+    st = eigencam.map_statistics({"A": a, "B": b})
+    assert st["area_above_half"]["A"]["mean"] == pytest.approx(0.5)
+    assert st["area_above_half"]["B"]["per_image"] == [0.5]
+    assert st["pair"]["mean_pearson"] == pytest.approx(-1.0)
+    assert st["pair"]["mean_abs_difference"] == pytest.approx(np.mean([1.0, 0.6, 0.2, 1.0]))
+
+
 def assert_figures(paths):
     assert sorted(p.suffix for p in paths) == [".pdf", ".png"]
     png, pdf = sorted(paths, key=lambda p: p.suffix, reverse=True)
@@ -194,6 +204,14 @@ def test_curves_read_evaluated_epochs_and_plot(tmp_path):
                         "--out", str(tmp_path / "o2")]) == 0
     with pytest.raises(FileNotFoundError):
         curves.read_curves(tmp_path / "nothing")
+    # a fine-tune drawn after its base run: epochs shifted, the base's last point first
+    shifted = curves.continue_curve(c, c)
+    assert shifted == {"epoch": [3, 4, 6], "val_cmi": [None, 0.5, None], "val_ll": [-1.0, -2.0, -1.0],
+                       "val_acc": [0.5, 0.3, 0.5]}
+    assert curves.main([f"MLL={tmp_path / 'mll'}", f"MCMI={tmp_path / 'mcmi'}", "--after", "MCMI=MLL",
+                        "--out", str(tmp_path / "o3")]) == 0
+    with pytest.raises(ValueError, match="both labels"):
+        curves.curves_figure({"MLL": tmp_path / "mll"}, tmp_path / "o4", continues={"MCMI": "MLL"})
 
 
 def test_per_class_table_orders_and_names():
@@ -234,6 +252,8 @@ def test_figure_tools_end_to_end(tiny):
     common = dict(data="npz", root=str(d / "tiny.npz"), device="cpu")
     info = eigencam.eigencam_figure(ckpts, out=d / "cam", class_name="blue", num_images=3, **common)
     assert info["class"] == "blue" and len(info["indices"]) == 3 and set(info["predictions"]) == {"MLL", "MCMI"}
+    assert 0 < info["map_stats"]["area_above_half"]["MCMI"]["mean"] <= 1
+    assert -1 <= info["map_stats"]["pair"]["mean_pearson"] <= 1
     assert_figures([d / "cam" / "eigencam.png", d / "cam" / "eigencam.pdf"])
     res = tsne.tsne_figure(ckpts, out=d / "tsne", classes=["red", 3], num_samples=6, perplexity=2, **common)
     assert res["n"] == 6 and res["classes"] == ["red", "grey"] and res["teachers"]["MLL"]["cmi"] >= 0

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["eigencam", "model_eigencam", "plot_eigencam_grid", "eigencam_figure", "main"]
+__all__ = ["eigencam", "model_eigencam", "plot_eigencam_grid", "map_statistics", "eigencam_figure", "main"]
 
 
 def _minmax(x: Tensor) -> Tensor:
@@ -150,6 +150,25 @@ def pick_images(labels: Tensor, cls: int | None, num_images: int, seed: int) -> 
     return pool[torch.randperm(len(pool), generator=g)[:num_images]].sort().values
 
 
+def map_statistics(maps: Mapping[str, Tensor]) -> dict:
+    """Numbers behind the pictures: per model, the share of each image's pixels whose normalized
+    map is >= 0.5 (how much of the image the map highlights); for the first two models, the mean
+    absolute difference of their maps and the Pearson correlation of each image's pair of maps."""
+    stats: dict = {"area_above_half": {}}
+    for name, m in maps.items():
+        area = (m.flatten(1) >= 0.5).float().mean(1)
+        stats["area_above_half"][name] = {"per_image": [round(float(a), 4) for a in area],
+                                          "mean": float(area.mean())}
+    if len(maps) >= 2:
+        (a_name, a), (b_name, b) = list(maps.items())[:2]
+        a, b = a.flatten(1).double(), b.flatten(1).double()
+        ac, bc = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+        corr = (ac * bc).sum(1) / (ac.norm(dim=1) * bc.norm(dim=1)).clamp_min(1e-12)
+        stats["pair"] = {"models": [a_name, b_name], "mean_abs_difference": float((a - b).abs().mean()),
+                         "pearson_per_image": [round(float(c), 4) for c in corr], "mean_pearson": float(corr.mean())}
+    return stats
+
+
 def eigencam_figure(checkpoints: Mapping[str, str], data: str, out: str | Path, root: str | None = None,
                     split: str = "test", class_name: str | int | None = None, num_images: int = 4, seed: int = 0,
                     stage: int = -1, center: bool = False, device: str = "auto",
@@ -182,7 +201,8 @@ def eigencam_figure(checkpoints: Mapping[str, str], data: str, out: str | Path, 
                                captions=captions)
     info = {"data": data, "split": split, "class": None if cls is None else names[cls], "stage": stage,
             "center": center, "seed": seed, "indices": [int(i) for i in idx], "checkpoints": dict(checkpoints),
-            "predictions": {k: [names[p] for p in v] for k, v in preds.items()}, "figures": [str(p) for p in paths]}
+            "predictions": {k: [names[p] for p in v] for k, v in preds.items()},
+            "map_stats": map_statistics(maps), "figures": [str(p) for p in paths]}
     write_json(Path(out) / "eigencam.json", info)
     return info
 
