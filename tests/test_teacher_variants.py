@@ -9,7 +9,8 @@ import pytest
 from helpers import write_npz
 from mcmi.config import ConfigError, build
 from mcmi.experiments.table1 import read_summary
-from mcmi.experiments.teacher_variants import TeacherVariantsConfig, expand, run_teacher_variants
+from mcmi.experiments.teacher_variants import (TeacherVariantsConfig, _size_section, expand, run_teacher_variants,
+                                               size_pairs)
 
 ONE = {"_base_": "_base_/cifar_teacher.yaml", "train": {"epochs": 2, "milestones": [1], "progress": False}}
 
@@ -80,6 +81,29 @@ def test_variants_end_to_end_report(tmp_path, tiny_npz):
     assert mcmi_row.rstrip(" |").endswith(f"{np.mean(diffs):+.2f} ± {np.std(diffs, ddof=1):.2f}")
     assert "mcmi lam=0.2, from mll" in mcmi_row  # how the teacher was trained (centroids policy left out)
     assert (out / "teacher_variants/variants.png").is_file() and (out / "teacher_variants/variants.pdf").is_file()
+    assert "Teacher size" not in text  # one architecture: no size view
     # a rerun trains nothing and keeps the evaluations
     _, outcomes, _ = run_teacher_variants(cfg)
     assert {o.result for o in outcomes} == {"skipped"}
+
+
+def test_teacher_size_view_pairs_each_arch_with_its_own_mll_teacher(tmp_path, tiny_npz):
+    def row(name, arch, method="mll", init=None, cmi=0.5, ll=-1.0, best=(10.0, 12.0)):
+        return {"variant": name, "arch": arch, "method": method, "init": init, "train_cmi": cmi, "train_ll": ll,
+                "students": {"kd": [{"seed": s, "best": b, "last": b} for s, b in enumerate(best)]}}
+
+    rows = [row("r8", "resnet8", best=(10.0, 11.0)), row("r8-mcmi", "resnet8", "mcmi", "r8", 0.7, -1.1, (10.5, 12.5)),
+            row("mll", "resnet20", best=(20.0, 21.0)), row("lam0", "resnet20", "mll", "mll"),
+            row("mcmi", "resnet20", "mcmi", "mll", 0.9, -0.9, (19.0, 22.0)),
+            row("other", "resnet20", "mcmi", "r8")]  # fine-tuned across archs: not a size pair
+    pairs = size_pairs(rows)
+    assert [(a["variant"], b["variant"]) for a, b in pairs] == [("r8", "r8-mcmi"), ("mll", "mcmi")]
+    assert size_pairs(rows[:2]) == []  # one architecture
+    cfg = config(tmp_path, tiny_npz)
+    lines = _size_section(cfg, rows, tmp_path / "size", 2)
+    table = "\n".join(lines)
+    # gains paired by seed: resnet8 (+0.5, +1.5), resnet20 (-1.0, +1.0)
+    assert "| resnet8 | 0.5000 | 0.7000 | -1.000 | -1.100 |" in table
+    assert f"{np.mean([0.5, 1.5]):+.2f} ± {np.std([0.5, 1.5], ddof=1):.2f}" in table
+    assert f"{0.0:+.2f} ± {np.std([-1.0, 1.0], ddof=1):.2f}" in table
+    assert (tmp_path / "size.png").is_file() and (tmp_path / "size.pdf").is_file()

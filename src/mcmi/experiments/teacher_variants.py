@@ -304,10 +304,77 @@ def write_report(cfg: TeacherVariantsConfig, runs: Sequence[PlannedRun], command
         lines += ["## Figure", "", f"![student accuracy and teacher CMI per variant]({fig.name})", "",
                   "Bars: student top-1 at the best epoch (mean ± std over seeds; first method); line: the "
                   "teacher's train-set CMI; dashed line: its mean output entropy. PDF beside the PNG.", ""]
+    lines += _size_section(cfg, rows, out / "teacher_size", n)
     lines += ["## Configuration", "", "```yaml", _yaml(to_dict(cfg)), "```", ""]
     write_json(out / "results.json", {"experiment": "teacher variants (paper Table 4, Table 7, Figs. 5 and 7)",
                                       "command": command, "config": to_dict(cfg), "variants": rows})
     return write_text(out / "README.md", "\n".join(lines))
+
+
+def size_pairs(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """(MLL row, MCMI row) per teacher architecture, in the order listed: an MCMI variant fine-tuned
+    from an MLL variant trained from scratch. Only when at least two architectures have such a pair
+    (the teacher-size study of paper A.2, Fig. 5); the first pair of each architecture is used."""
+    by_name = {r["variant"]: r for r in rows}
+    pairs, seen = [], set()
+    for r in rows:
+        base = by_name.get(r["init"] or "")
+        if (r["method"] == "mcmi" and base is not None and base["method"] == "mll" and base["init"] is None
+                and base["arch"] == r["arch"] and r["arch"] not in seen):
+            pairs.append((base, r))
+            seen.add(r["arch"])
+    return pairs if len(pairs) >= 2 else []
+
+
+def _size_section(cfg: TeacherVariantsConfig, rows: Sequence[Mapping[str, Any]], stem: Path, n: int) -> list[str]:
+    """Fig. 5's view: per teacher architecture, the MLL and MCMI teachers' train CMI and LL and their
+    students, the gain paired by seed against the MLL teacher of the *same* architecture."""
+    from mcmi.experiments.shots import format_cell
+    from mcmi.reports.plots import plt, save_figure
+    from mcmi.reports.tables import fmt_mean_std, markdown_table, mean_std
+
+    pairs = size_pairs(rows)
+    if not pairs:
+        return []
+    method = cfg.methods[0]
+    f = lambda x, d=3: "–" if x is None else f"{x:.{d}f}"  # noqa: E731
+
+    def best(r: Mapping[str, Any]) -> dict[int, float]:
+        return {e["seed"]: e["best"] for e in r["students"][method] if e["best"] is not None}
+
+    body = []
+    for mll, mcmi in pairs:
+        a, b = best(mll), best(mcmi)
+        diffs = [b[k] - a[k] for k in sorted(set(a) & set(b))]
+        body.append([mll["arch"], f(mll["train_cmi"], 4), f(mcmi["train_cmi"], 4), f(mll["train_ll"]),
+                     f(mcmi["train_ll"]), format_cell(list(a.values()), n), format_cell(list(b.values()), n),
+                     fmt_mean_std(diffs, signed=True) if diffs else "–"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    x = list(range(len(pairs)))
+    for k, (label, style) in enumerate((("MLL", "o--"), ("MCMI", "s-"))):
+        side = [p[k] for p in pairs]
+        st = [mean_std(list(best(r).values())) for r in side]
+        axes[0].errorbar(x, [m for m, _ in st], yerr=[sd for _, sd in st], fmt=style, capsize=3,
+                         label=f"{label} teachers")
+        axes[1].plot(x, [r["train_cmi"] for r in side], style, label=f"{label} teachers")
+        axes[2].plot(x, [r["train_ll"] for r in side], style, label=f"{label} teachers")
+    for ax, ylabel, title in ((axes[0], "student top-1 (%)", f"{method.upper()} student {cfg.student}"),
+                              (axes[1], "CMI (nats)", "teacher CMI (train)"),
+                              (axes[2], "log-likelihood (nats)", "teacher LL (train)")):
+        ax.set_xticks(x, [p[0]["arch"] for p in pairs])
+        ax.set_xlabel("teacher")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Teacher size: {cfg.data.name}", fontsize=11)
+    png = save_figure(fig, stem)[0]
+    return ["## Teacher size (Fig. 5 layout)", "",
+            markdown_table(["teacher", "CMI MLL", "CMI MCMI", "LL MLL", "LL MCMI", "student of MLL (best)",
+                            "student of MCMI (best)", "MCMI - MLL (paired by seed)"], body), "",
+            f"![student accuracy, teacher CMI and LL vs teacher size]({png.name})", "",
+            "Teacher CMI and LL on the unaugmented training set; the gain compares the students of the MCMI "
+            "and MLL teachers of the same architecture, seed by seed. PDF beside the PNG.", ""]
 
 
 def _counts(outcomes: Sequence[RunOutcome]) -> dict[str, int]:
