@@ -68,6 +68,16 @@ def synthetic(n_per_class=10, classes=5, name="syn"):
     return ImageDataset(x.clone(), y, [f"c{k}" for k in range(classes)], name)
 
 
+def test_paired_differences_match_by_seed_and_skip_unfinished():
+    from mcmi.experiments.shots import paired_differences
+
+    rows = [{"kind": "mll", "seed": 0, "cell": "a", "acc": 10.0}, {"kind": "mcmi", "seed": 0, "cell": "a", "acc": 12.5},
+            {"kind": "mll", "seed": 1, "cell": "a", "acc": 11.0}, {"kind": "mcmi", "seed": 1, "cell": "a", "acc": None},
+            {"kind": "mcmi", "seed": 2, "cell": "a", "acc": 9.0}, {"kind": "mll", "seed": 2, "cell": "a", "acc": 9.5},
+            {"kind": "mcmi", "seed": 0, "cell": "b", "acc": 50.0}]
+    assert paired_differences(rows, "acc", cell="a") == [2.5, -0.5]
+
+
 def test_pick_classes_is_seeded_nested_and_distinct():
     a = pick_classes(100, 10, seed=3)
     assert a == pick_classes(100, 10, seed=3) and len(set(a)) == 10 and a == sorted(a)
@@ -192,8 +202,14 @@ def test_zero_and_few_shot_grids_end_to_end(tmp_path, tiny_npz):
     text = report.read_text()
     assert "## Accuracy on dropped / kept classes" in text and "| kd | MCMI |" in text
     assert "mcmi zero-shot --config z.yaml" in text and "- drop1, seed 0: [3]" in text
-    assert (out / "zero_shot/confusion_drop1.png").is_file()
-    assert json.loads((out / "zero_shot/results.json").read_text())["students"][0]["acc_dropped"] is not None
+    assert (out / "zero_shot/confusion_drop1.png").is_file() and (out / "zero_shot/zero_shot.png").is_file()
+    students = json.loads((out / "zero_shot/results.json").read_text())["students"]
+    acc = {(r["kind"], key): r[key] for r in students for key in ("acc_dropped", "acc_kept", "acc")}
+    assert acc[("mll", "acc_dropped")] is not None
+    paired = next(ln for ln in text.splitlines() if ln.startswith("| kd | MCMI - MLL, paired |"))
+    gain = lambda key: f"{acc[('mcmi', key)] - acc[('mll', key)]:+.2f}"  # noqa: E731  (one seed: no std)
+    assert paired == f"| kd | MCMI - MLL, paired | {gain('acc_dropped')} / {gain('acc_kept')} |"
+    assert f"| kd | MCMI - MLL, paired | {gain('acc')} |" in text
     # the few-shot grid on the same out reuses both teachers; its students run as 2 parallel jobs
     f = build(FewShotConfig, grid(tmp_path, tiny_npz, fractions=[0.5], fraction_mode="stratified", mcmi_lambda=0.2))
     runs, outcomes, report = run_few_shot(f, workers=2)
@@ -249,7 +265,8 @@ def test_binary_tasks_end_to_end(tmp_path, tiny_npz):
         run_binary(cfg, only="task=nope")
 
 
-@pytest.mark.parametrize("name,tasks,students", [("binary_cifar", 3, 4 * 2 * 5 + 5), ("binary_cpu", 3, 4 * 2 * 3 + 3)])
+@pytest.mark.parametrize("name,tasks,students", [("binary_cifar", 3, 4 * 2 * 5 + 5), ("binary_cpu", 2, 4 * 2 * 3 + 3),
+                                                 ("binary_cifar10_partial_cpu", 1, 2 * 2 * 2 + 2)])
 def test_shipped_binary_configs_expand(name, tasks, students, capsys):
     from mcmi.experiments import binary
 

@@ -240,6 +240,18 @@ def cell_stats(rows: Sequence[Mapping[str, Any]], value: str, **match: Any) -> l
     return [float(r[value]) for r in sorted(picked, key=lambda r: r["seed"]) if r.get(value) is not None]
 
 
+def paired_differences(rows: Sequence[Mapping[str, Any]], value: str, first: str = "mll", second: str = "mcmi",
+                       **match: Any) -> list[float]:
+    """``value`` of teacher kind ``second`` minus that of ``first``, seed by seed, over the seeds
+    where both rows matching ``match`` have it (in seed order)."""
+    def by_seed(kind: str) -> dict[int, float]:
+        return {r["seed"]: float(r[value]) for r in rows if r.get("kind") == kind and r.get(value) is not None
+                and all(r.get(k) == v for k, v in match.items())}
+
+    a, b = by_seed(first), by_seed(second)
+    return [b[s] - a[s] for s in sorted(set(a) & set(b))]
+
+
 def format_cell(values: Sequence[float], n_full: int, digits: int = 2) -> str:
     from mcmi.reports.tables import fmt_mean_std
 

@@ -19,7 +19,8 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from mcmi.experiments.shots import Cell, ShotGridConfig
 from mcmi.experiments.table1 import PlannedRun
@@ -163,14 +164,48 @@ def plot_confusions(matrices: dict[str, Any], classes: Sequence[str], dropped: S
     return save_figure(fig, out_stem)
 
 
+def plot_accuracy_vs_dropped(cfg: ZeroShotConfig, rows: Sequence[Mapping[str, Any]], out_stem: Path) -> list[Path]:
+    """Fig. 4's comparison as curves: the students' accuracy on the dropped classes and on all
+    classes vs the number of dropped classes, one line per teacher kind (first method; mean ± std
+    over seeds)."""
+    from mcmi.experiments.shots import cell_stats
+    from mcmi.reports.plots import plt, save_figure
+    from mcmi.reports.tables import mean_std
+
+    method, cells = cfg.methods[0], cfg.cells()
+    if not any(r["method"] == method for r in rows):
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, value, title in ((axes[0], "acc_dropped", "dropped classes"), (axes[1], "acc", "all classes")):
+        for kind, style in zip(cfg.teacher_kinds, ("o--", "s-", "^:", "d-.")):
+            xs, ms, ss = [], [], []
+            for c in cells:
+                vals = cell_stats(rows, value, cell=c.key, method=method, kind=kind)
+                if vals:
+                    m, sd = mean_std(vals)
+                    xs.append(int(c.value))
+                    ms.append(m)
+                    ss.append(0.0 if sd != sd else sd)  # one seed: no error bar
+            if xs:
+                ax.errorbar(xs, ms, yerr=ss, fmt=style, capsize=3, label=f"{kind.upper()} teacher")
+        ax.set_xlabel("classes dropped from the student's training set")
+        ax.set_ylabel("student top-1 (%)")
+        ax.set_title(f"accuracy on the {title}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Zero-shot {method.upper()}: {cfg.teacher} -> {cfg.student}, {cfg.data.name}", fontsize=11)
+    return save_figure(fig, out_stem)
+
+
 def write_report(cfg: ZeroShotConfig, runs: Sequence[PlannedRun], command: str = "", outcomes=None) -> Path:
     """``out/<name>/README.md`` and ``results.json``: Table 9's layout (rows: method x teacher kind;
     columns: number of dropped classes; cells: accuracy on dropped / kept classes, mean ± std over
     seeds), overall accuracy, the teachers, and confusion matrices when there are <= 20 classes."""
     from mcmi.config import to_dict
-    from mcmi.experiments.shots import cell_stats, format_cell, report_header, student_rows, teacher_section
+    from mcmi.experiments.shots import (cell_stats, format_cell, paired_differences, report_header, student_rows,
+                                        teacher_section)
     from mcmi.io import write_json, write_text
-    from mcmi.reports.tables import markdown_table
+    from mcmi.reports.tables import fmt_mean_std, markdown_table
 
     out = Path(cfg.out) / cfg.name
     rows = student_rows(runs, _class_eval)
@@ -200,6 +235,16 @@ def write_report(cfg: ZeroShotConfig, runs: Sequence[PlannedRun], command: str =
                 r2.append(format_cell(cell_stats(rows, "acc", cell=c.key, method=method, kind=kind), n))
             body.append(r1)
             overall.append(r2)
+        if {"mll", "mcmi"} <= set(cfg.teacher_kinds):  # the paper's comparison, paired by seed
+            g1, g2 = [method, "MCMI - MLL, paired"], [method, "MCMI - MLL, paired"]
+            for c in cells:
+                d = paired_differences(rows, "acc_dropped", cell=c.key, method=method)
+                k = paired_differences(rows, "acc_kept", cell=c.key, method=method)
+                a = paired_differences(rows, "acc", cell=c.key, method=method)
+                g1.append(f"{fmt_mean_std(d, signed=True)} / {fmt_mean_std(k, signed=True)}" if d else "–")
+                g2.append(fmt_mean_std(a, signed=True) if a else "–")
+            body.append(g1)
+            overall.append(g2)
     lines += ["## Accuracy on dropped / kept classes", "", markdown_table(header, body), "",
               "## Accuracy on all classes", "", markdown_table(header, overall), ""]
     dropped_sets = sorted({(r["cell"], r["seed"], tuple(r["dropped"])) for r in rows})
@@ -208,7 +253,9 @@ def write_report(cfg: ZeroShotConfig, runs: Sequence[PlannedRun], command: str =
         lines += [f"- {cell}, seed {seed}: {list(d)}" for cell, seed, d in dropped_sets] + [""]
     section, teachers = teacher_section(cfg)
     lines += section
-    figures = []
+    figures = plot_accuracy_vs_dropped(cfg, rows, out / "zero_shot")
+    if figures:
+        lines += ["![accuracy vs number of dropped classes](zero_shot.png)", ""]
     for c in cells:
         seed_rows = [r for r in rows if r["cell"] == c.key and r["method"] == cfg.methods[0] and r.get("confusion")]
         if not seed_rows or len(seed_rows[0]["classes"]) > 20:
