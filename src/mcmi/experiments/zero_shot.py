@@ -176,7 +176,8 @@ def plot_accuracy_vs_dropped(cfg: ZeroShotConfig, rows: Sequence[Mapping[str, An
     if not any(r["method"] == method for r in rows):
         return []
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, value, title in ((axes[0], "acc_dropped", "dropped classes"), (axes[1], "acc", "all classes")):
+    for ax, value, title in ((axes[0], "acc_dropped", "accuracy on the dropped classes"),
+                             (axes[1], "acc", "accuracy on all classes")):
         for kind, style in zip(cfg.teacher_kinds, ("o--", "s-", "^:", "d-.")):
             xs, ms, ss = [], [], []
             for c in cells:
@@ -190,7 +191,7 @@ def plot_accuracy_vs_dropped(cfg: ZeroShotConfig, rows: Sequence[Mapping[str, An
                 ax.errorbar(xs, ms, yerr=ss, fmt=style, capsize=3, label=f"{kind.upper()} teacher")
         ax.set_xlabel("classes dropped from the student's training set")
         ax.set_ylabel("student top-1 (%)")
-        ax.set_title(f"accuracy on the {title}", fontsize=10)
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Zero-shot {method.upper()}: {cfg.teacher} -> {cfg.student}, {cfg.data.name}", fontsize=11)
