@@ -103,7 +103,8 @@ def plot_cmi_with_students(rows: Sequence[Mapping[str, float]], student_accuracy
     ax2.set_ylabel(f"{teacher} CMI (nats)", color="tab:red")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")
+    # below the axes: inside, it would cover the CMI curve or a bar
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     ax.set_title(title or "student accuracy and teacher CMI vs temperature", fontsize=10)
     return save_figure(fig, out_stem)
 
@@ -111,26 +112,35 @@ def plot_cmi_with_students(rows: Sequence[Mapping[str, float]], student_accuracy
 def plot_student_temperature_grid(student_acc: Mapping[str, Mapping[tuple[float, float], Sequence[float]]],
                                   out_stem: str | Path, title: str = "") -> list[Path]:
     """Fig. 8 layout: student top-1 (%) vs the teacher's temperature T_t, one line per (teacher,
-    student temperature T_s); mean over runs, std as error bars. ``student_acc``: teacher name ->
+    student temperature T_s), plus a line for the runs with T_s = T_t (conventional KD) when there
+    are two or more; mean over runs, std as error bars. ``student_acc``: teacher name ->
     (T_t, T_s) -> accuracies (fractions). Line style tells the teacher, colour the T_s."""
     import matplotlib.pyplot as plt
 
     from mcmi.reports.plots import save_figure
     from mcmi.reports.tables import mean_std
 
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    t_students = sorted({ts for grid in student_acc.values() for _, ts in grid})
-    colors = {ts: plt.cm.viridis(i / max(1, len(t_students) - 1) * 0.85) for i, ts in enumerate(t_students)}
+    keys = {key for grid in student_acc.values() for key in grid}
+    series: dict[str, list[tuple[float, float]]] = {}
+    for ts in sorted({ts for _, ts in keys}):
+        points = sorted(key for key in keys if key[1] == ts)
+        if len(points) >= 2 or any(tt != ts for tt, _ in points):  # a lone diagonal point joins the T_s = T_t line
+            series[f"$T^s$ = {ts:g}"] = points
+    diagonal = sorted(key for key in keys if key[0] == key[1])
+    if len(diagonal) >= 2:
+        series["$T^s$ = $T^t$"] = diagonal
+    colors = {label: plt.cm.viridis(i / max(1, len(series) - 1) * 0.85) for i, label in enumerate(series)}
     styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for k, (name, grid) in enumerate(student_acc.items()):
-        for ts in t_students:
-            tts = sorted(tt for tt, s in grid if s == ts)
-            if not tts:
+        for label, points in series.items():
+            points = [p for p in points if p in grid]
+            if not points:
                 continue
-            stats = [mean_std([100 * a for a in grid[(tt, ts)]]) for tt in tts]
-            ax.errorbar(tts, [m for m, _ in stats], yerr=[sd for _, sd in stats], color=colors[ts],
-                        linestyle=styles[k % len(styles)], marker="o", ms=3, capsize=2,
-                        label=f"{name} teacher, $T^s$ = {ts:g}")
+            stats = [mean_std([100 * a for a in grid[p]]) for p in points]
+            ax.errorbar([tt for tt, _ in points], [m for m, _ in stats], yerr=[0.0 if sd != sd else sd for _, sd in stats],
+                        color=colors[label], linestyle=styles[k % len(styles)], marker="o", ms=3, capsize=2,
+                        label=f"{name} teacher, {label}")
     ax.set_xlabel("teacher temperature $T^t$")
     ax.set_ylabel("student top-1 accuracy (%)")
     ax.grid(alpha=0.3)
@@ -183,7 +193,7 @@ def temperature_figure(checkpoints: Mapping[str, str], data: str, out: str | Pat
                                               f"KD students of the {name} teacher vs T", teacher=name)
     if any(tt != ts for grid in student_acc.values() for tt, ts in grid):
         figures += plot_student_temperature_grid(student_acc, Path(out) / "fig8",
-                                                 f"KD students vs (T^t, T^s), {data}")
+                                                 f"KD students vs $(T^t, T^s)$, {data}")
     res = {"data": data, "split": split, "n": len(ev.dataset), "checkpoints": dict(checkpoints), "sweeps": sweeps,
            "student_accuracy": {k: {f"{tt:g}/{ts:g}": v for (tt, ts), v in sorted(d.items())}
                                 for k, d in student_acc.items()},
