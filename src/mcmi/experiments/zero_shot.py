@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mcmi.experiments.shots import Cell, ShotGridConfig
@@ -201,7 +201,8 @@ def plot_accuracy_vs_dropped(cfg: ZeroShotConfig, rows: Sequence[Mapping[str, An
 def write_report(cfg: ZeroShotConfig, runs: Sequence[PlannedRun], command: str = "", outcomes=None) -> Path:
     """``out/<name>/README.md`` and ``results.json``: Table 9's layout (rows: method x teacher kind;
     columns: number of dropped classes; cells: accuracy on dropped / kept classes, mean ± std over
-    seeds), overall accuracy, the teachers, and confusion matrices when there are <= 20 classes."""
+    seeds, and MCMI - MLL paired by seed), overall accuracy, the teachers, the accuracy-vs-dropped
+    figure, and confusion matrices when there are <= 20 classes."""
     from mcmi.config import to_dict
     from mcmi.experiments.shots import (cell_stats, format_cell, paired_differences, report_header, student_rows,
                                         teacher_section)
