@@ -216,6 +216,9 @@ def test_zero_and_few_shot_grids_end_to_end(tmp_path, tiny_npz):
     assert [(o.key.split("/")[0], o.result) for o in outcomes] == [("teachers", "skipped")] * 2 + [("few_shot", "done")] * 2
     text = report.read_text()
     assert "## Student top-1, best epoch" in text and "| kd | gain |" in text and "α = 50%" in text
+    assert (out / "few_shot/few_shot.png").is_file() and "(few_shot.png)" in text
+    best = {r["kind"]: r["best_acc"] for r in json.loads((out / "few_shot/results.json").read_text())["students"]}
+    assert f"| kd | MCMI - MLL, paired | {best['mcmi'] - best['mll']:+.2f} |" in text  # one seed: no std
     # a rerun trains nothing
     _, outcomes, _ = run_zero_shot(z)
     assert {o.result for o in outcomes} == {"skipped"}
@@ -223,7 +226,7 @@ def test_zero_and_few_shot_grids_end_to_end(tmp_path, tiny_npz):
 
 @pytest.mark.parametrize("name,students", [
     ("zero_shot_cifar100", 6 * 2 * 5), ("zero_shot_cifar10", 6 * 2 * 5), ("few_shot_cifar100", 7 * 2 * 2 * 5),
-    ("zero_shot_cifar10_cpu", 3 * 2 * 3), ("zero_shot_tinyimagenet_cpu", 3 * 2 * 3), ("few_shot_tinyimagenet_cpu", 3 * 2 * 3)])
+    ("zero_shot_cifar10_cpu", 3 * 2 * 3), ("zero_shot_tinyimagenet_cpu", 3 * 2 * 3), ("few_shot_tinyimagenet_cpu", 3 * 2 * 2 * 3)])
 def test_shipped_grid_configs_expand(name, students, capsys):
     from mcmi.experiments import few_shot, zero_shot
 

@@ -6,7 +6,8 @@ Defaults follow the paper's code: the first alpha * N images in file order (``fr
 first``; the paper's text says alpha of the samples of each class, which is ``stratified``) and
 epochs that keep the full data set's length (``epoch_length: full``: the code reads image
 ``i mod alpha*N`` for i over all N). The report gives the students' test top-1 (best epoch and
-last epoch, mean ± std over seeds) per method, teacher kind and alpha, with the MCMI - MLL gain.
+last epoch, mean ± std over seeds) per method, teacher kind and alpha, with the MCMI - MLL gain
+(of the means, and paired by seed), and draws top-1 against alpha.
 
 One difference from the paper's code: its CRD memory bank keeps all N entries (indices modulo
 alpha*N never reach most of them); here CRD's bank holds the alpha*N images the student sees.
@@ -56,12 +57,14 @@ class FewShotConfig(ShotGridConfig):
 
 
 def write_report(cfg: FewShotConfig, runs: Sequence[PlannedRun], command: str = "", outcomes=None) -> Path:
-    """``out/<name>/README.md`` and ``results.json`` in Table 3's layout: rows method x teacher
-    kind (+ the MCMI - MLL gain), columns alpha, cells mean ± std over seeds; best and last epoch."""
+    """``out/<name>/README.md``, ``results.json`` and ``few_shot.png/pdf`` in Table 3's layout: rows
+    method x teacher kind (+ the MCMI - MLL gain of the means and paired by seed), columns alpha,
+    cells mean ± std over seeds; best and last epoch."""
     from mcmi.config import to_dict
-    from mcmi.experiments.shots import cell_stats, format_cell, report_header, student_rows, teacher_section
+    from mcmi.experiments.shots import (cell_stats, format_cell, paired_differences, plot_cell_curves, report_header,
+                                        student_rows, teacher_section)
     from mcmi.io import write_json, write_text
-    from mcmi.reports.tables import markdown_table, mean_std
+    from mcmi.reports.tables import fmt_mean_std, markdown_table, mean_std
 
     out = Path(cfg.out) / cfg.name
     rows = student_rows(runs)
@@ -98,7 +101,18 @@ def write_report(cfg: FewShotConfig, runs: Sequence[PlannedRun], command: str = 
                     a, b = means.get(("mll", c.key)), means.get(("mcmi", c.key))
                     gain.append("–" if a is None or b is None else f"{b - a:+.2f}")
                 body.append(gain)
+                paired = [method, "MCMI - MLL, paired"]
+                for c in cells:
+                    d = paired_differences(rows, f"{which}_acc", cell=c.key, method=method)
+                    paired.append(fmt_mean_std(d, signed=True) if d else "–")
+                body.append(paired)
         lines += [f"## Student top-1, {which} epoch", "", markdown_table(header, body), ""]
+    figures = plot_cell_curves(cfg, rows, [("best_acc", {"method": m}, f"{m.upper()}, best epoch") for m in cfg.methods],
+                               "α: % of the training set the student sees",
+                               f"Few-shot KD: {cfg.teacher} -> {cfg.student}, {cfg.data.name}", out / "few_shot",
+                               x=lambda c: 100 * c.value)
+    if figures:
+        lines += ["![student top-1 vs the fraction of training data](few_shot.png)", ""]
     section, teachers = teacher_section(cfg)
     lines += section
     write_json(out / "results.json", {"experiment": "few-shot KD (paper Sec. 6.3, Tables 3 and 12)", "command": command,

@@ -252,6 +252,46 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], value: str, first: str
     return [b[s] - a[s] for s in sorted(set(a) & set(b))]
 
 
+def plot_cell_curves(cfg: ShotGridConfig, rows: Sequence[Mapping[str, Any]],
+                     panels: Sequence[tuple[str, Mapping[str, Any], str]], xlabel: str, title: str, out_stem: Path,
+                     x: Callable[[Cell], float] = lambda c: c.value) -> list[Path]:
+    """Students' accuracy against the cells' value: one panel per ``(row value, match, panel
+    title)``, one line per teacher kind, mean ± std over the seeds that have it (Fig. 4's view of
+    the zero-shot grid, Table 3's of the few-shot one). Writes PNG and PDF; ``[]`` when no row
+    has a value to draw."""
+    from mcmi.reports.plots import plt, save_figure
+    from mcmi.reports.tables import mean_std
+
+    cells = cfg.cells()
+    if not any(cell_stats(rows, value, **match) for value, match, _ in panels):
+        return []
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (value, match, panel_title) in zip(axes[0], panels):
+        drawn = False
+        for kind, style in zip(cfg.teacher_kinds, ("o--", "s-", "^:", "d-.")):
+            xs, ms, ss = [], [], []
+            for c in cells:
+                vals = cell_stats(rows, value, cell=c.key, kind=kind, **match)
+                if vals:
+                    m, sd = mean_std(vals)
+                    xs.append(x(c))
+                    ms.append(m)
+                    ss.append(0.0 if sd != sd else sd)  # one seed: no error bar
+            if xs:
+                ax.errorbar(xs, ms, yerr=ss, fmt=style, capsize=3, label=f"{kind.upper()} teacher")
+                drawn = True
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("student top-1 (%)")
+        ax.set_title(panel_title, fontsize=10)
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(f"{title} (mean ± std over seeds)", fontsize=11)
+    return save_figure(fig, out_stem)
+
+
 def format_cell(values: Sequence[float], n_full: int, digits: int = 2) -> str:
     from mcmi.reports.tables import fmt_mean_std
 
@@ -288,7 +328,7 @@ def report_header(title: str, cfg: ShotGridConfig, command: str, runs: Sequence[
 
 
 __all__ = ["CELL_FIELDS", "Cell", "ShotGridConfig", "cell_stats", "expand", "find_grid_config", "format_cell", "parse_only",
-           "report_header", "run_shot_grid", "student_rows", "teacher_rows", "teacher_section"]
+           "plot_cell_curves", "report_header", "run_shot_grid", "student_rows", "teacher_rows", "teacher_section"]
 
 
 def grid_main(argv: list[str] | None, *, prog: str, config_cls: type, default_config: str, only_example: str,

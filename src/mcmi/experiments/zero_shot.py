@@ -166,36 +166,15 @@ def plot_confusions(matrices: dict[str, Any], classes: Sequence[str], dropped: S
 
 def plot_accuracy_vs_dropped(cfg: ZeroShotConfig, rows: Sequence[Mapping[str, Any]], out_stem: Path) -> list[Path]:
     """Fig. 4's comparison as curves: the students' accuracy on the dropped classes and on all
-    classes vs the number of dropped classes, one line per teacher kind (first method; mean ± std
-    over seeds)."""
-    from mcmi.experiments.shots import cell_stats
-    from mcmi.reports.plots import plt, save_figure
-    from mcmi.reports.tables import mean_std
+    classes vs the number of dropped classes, one line per teacher kind (first method)."""
+    from mcmi.experiments.shots import plot_cell_curves
 
-    method, cells = cfg.methods[0], cfg.cells()
-    if not any(r["method"] == method for r in rows):
-        return []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, value, title in ((axes[0], "acc_dropped", "accuracy on the dropped classes"),
-                             (axes[1], "acc", "accuracy on all classes")):
-        for kind, style in zip(cfg.teacher_kinds, ("o--", "s-", "^:", "d-.")):
-            xs, ms, ss = [], [], []
-            for c in cells:
-                vals = cell_stats(rows, value, cell=c.key, method=method, kind=kind)
-                if vals:
-                    m, sd = mean_std(vals)
-                    xs.append(int(c.value))
-                    ms.append(m)
-                    ss.append(0.0 if sd != sd else sd)  # one seed: no error bar
-            if xs:
-                ax.errorbar(xs, ms, yerr=ss, fmt=style, capsize=3, label=f"{kind.upper()} teacher")
-        ax.set_xlabel("classes dropped from the student's training set")
-        ax.set_ylabel("student top-1 (%)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Zero-shot {method.upper()}: {cfg.teacher} -> {cfg.student}, {cfg.data.name}", fontsize=11)
-    return save_figure(fig, out_stem)
+    method = cfg.methods[0]
+    return plot_cell_curves(cfg, rows, [("acc_dropped", {"method": method}, "accuracy on the dropped classes"),
+                                        ("acc", {"method": method}, "accuracy on all classes")],
+                            "classes dropped from the student's training set",
+                            f"Zero-shot {method.upper()}: {cfg.teacher} -> {cfg.student}, {cfg.data.name}", out_stem,
+                            x=lambda c: int(c.value))
 
 
 def write_report(cfg: ZeroShotConfig, runs: Sequence[PlannedRun], command: str = "", outcomes=None) -> Path:
