@@ -263,6 +263,14 @@ def test_binary_tasks_end_to_end(tmp_path, tiny_npz):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1:3] == ["–", "–"] and cells[3] != "–" and "(" in cells[4]  # halves not trained; gain shown
     data = json.loads((tmp_path / "b/binary/results.json").read_text())
+    best = {(r["method"], r["kind"]): r["best_acc"] for r in data["tasks"]["pair-0-3"]["students"]}
+    diffs = [best[(m, "mcmi")] - best[(m, "mll")] for m in ("kd", "at")]
+    lines = text.splitlines()
+    start = lines.index("## MCMI - MLL, paired by seed (best epoch)")
+    paired = {ln.split("|")[1].strip(): ln.split("|")[3].strip() for ln in lines[start:start + 10] if ln.startswith("| ")}
+    assert paired["kd"] == f"{diffs[0]:+.2f} ({int(diffs[0] > 0)} of 1 > 0)"
+    pooled_std = np.std(diffs, ddof=1)
+    assert paired["all methods, pooled"] == f"{np.mean(diffs):+.2f} ± {pooled_std:.2f} ({sum(d > 0 for d in diffs)} of 2 > 0)"
     assert data["tasks"]["pair-0-3"]["teachers"]["resnet8"]["mcmi"]["train_cmi"] == pytest.approx(ev["train"]["cmi"])
     with pytest.raises(ValueError, match="no such task"):
         run_binary(cfg, only="task=nope")

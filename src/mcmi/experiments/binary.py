@@ -127,7 +127,8 @@ def run_binary(cfg: BinaryConfig, only: str | Sequence[str] | None = None, comma
 def write_report(cfg: BinaryConfig, command: str = "", outcomes: Sequence[RunOutcome] = ()) -> Path:
     """``out/<name>/README.md`` and ``results.json``: Table 13's layout (rows: the student alone,
     then each method; per task an MLL and an MCMI column with the gain of the means), best and
-    last epoch, mean ± std over seeds; then each task's teachers."""
+    last epoch, mean ± std over seeds; MCMI - MLL paired by seed, per method and pooled; then each
+    task's teachers."""
     from mcmi.config import to_dict
     from mcmi.experiments.shots import format_cell
     from mcmi.experiments.table1 import expand_grid
@@ -172,6 +173,8 @@ def write_report(cfg: BinaryConfig, command: str = "", outcomes: Sequence[RunOut
                     row.append(text)
             body.append(row)
         lines += [f"## Student top-1, {which} epoch", "", markdown_table(header, body), ""]
+    if {"mll", "mcmi"} <= set(cfg.teacher_kinds):
+        lines += _paired_section(cfg, results)
     paper = [t for t in cfg.tasks if t.data in ("cifar10", "cifar100") and t.name in PAPER_TABLE13]
     if paper:
         header = ["method"] + [f"{t.name} {k}" for t in paper for k in ("MLL", "MCMI")]
@@ -190,6 +193,32 @@ def write_report(cfg: BinaryConfig, command: str = "", outcomes: Sequence[RunOut
     write_json(out / "results.json", {"experiment": "binary KD (paper A.13, Table 13)", "command": command,
                                       "config": to_dict(cfg), "tasks": results})
     return write_text(out / "README.md", "\n".join(lines))
+
+
+def _paired_section(cfg: BinaryConfig, results: dict[str, Any]) -> list[str]:
+    """MCMI - MLL at the best epoch, paired by seed, per method and pooled over methods: with 100
+    test images a seed's spread is several points, and pooling the pairs is the strongest reading
+    a small grid gives."""
+    from mcmi.experiments.shots import paired_differences
+    from mcmi.reports.tables import fmt_mean_std, markdown_table
+
+    def cell(diffs: list[float]) -> str:
+        return f"{fmt_mean_std(diffs, signed=True)} ({sum(d > 0 for d in diffs)} of {len(diffs)} > 0)" if diffs else "–"
+
+    body = []
+    pooled: dict[str, list[float]] = {t.name: [] for t in cfg.tasks}
+    for method in cfg.methods:
+        row = [method]
+        for t in cfg.tasks:
+            diffs = paired_differences(results[t.name]["students"], "best_acc", method=method)
+            pooled[t.name] += diffs
+            row.append(cell(diffs))
+        body.append(row)
+    body.append(["all methods, pooled"] + [cell(pooled[t.name]) for t in cfg.tasks])
+    return ["## MCMI - MLL, paired by seed (best epoch)", "",
+            "Student of the MCMI teacher minus the student of the MLL teacher with the same method and seed; "
+            "mean ± std over the pairs, and how many are positive.", "",
+            markdown_table(["method"] + [t.name for t in cfg.tasks], body), ""]
 
 
 def _values(rows: Sequence[dict[str, Any]], which: str) -> list[float]:
