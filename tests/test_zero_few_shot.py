@@ -313,6 +313,9 @@ def test_semi_supervised_grid_end_to_end(tmp_path, tiny_npz):
     text = report.read_text()
     assert "25% (16)" in text and "50% (32)" in text  # labeled images of the 64
     assert "| KD, MCMI teacher |" in text and "| labeled images alone |" in text
+    res = json.loads((tmp_path / "s/semi_supervised/results.json").read_text())["cells"]["labeled0.25"]["students"]
+    best = {r["kind"]: r["best_acc"] for r in res}
+    assert f"| KD, MCMI - MLL paired by seed | {best['mcmi'] - best['mll']:+.2f} | – |" in text
     assert (tmp_path / "s/semi_supervised/accuracy_vs_labeled.png").is_file()
     with pytest.raises(ValueError, match="labeled_fractions"):
         build(SemiSupervisedConfig, {"labeled_fractions": [1.0]})

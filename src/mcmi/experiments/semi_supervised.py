@@ -114,10 +114,10 @@ def write_report(cfg: SemiSupervisedConfig, command: str = "", outcomes: Sequenc
     """``out/<name>/README.md``, ``results.json`` and ``accuracy_vs_labeled.{png,pdf}`` (as Fig. 9)."""
     from mcmi.config import to_dict
     from mcmi.data import load_dataset
-    from mcmi.experiments.shots import format_cell
+    from mcmi.experiments.shots import format_cell, paired_differences
     from mcmi.io import write_json, write_text
     from mcmi.reports.table1 import collect_results, git_commit
-    from mcmi.reports.tables import markdown_table
+    from mcmi.reports.tables import fmt_mean_std, markdown_table
 
     out = Path(cfg.out) / cfg.name
     pair = PairSpec(cfg.teacher, cfg.student).name
@@ -163,6 +163,11 @@ def write_report(cfg: SemiSupervisedConfig, command: str = "", outcomes: Sequenc
                         text += f" ({gain:+.2f})"
                     row.append(text)
                 body.append(row)
+            if {"mll", "mcmi"} <= set(cfg.teacher_kinds):
+                body.append([f"{method.upper()}, MCMI - MLL paired by seed"] + [
+                    fmt_mean_std(d, signed=True) if (d := paired_differences(res[cfg.cell_key(a)]["students"],
+                                                                            f"{which}_acc", method=method)) else "–"
+                    for a in fractions])
         lines += [f"## Student top-1, {which} epoch", "", markdown_table(header, body), ""]
     f = lambda x, d=2: "–" if x is None else f"{x:.{d}f}"  # noqa: E731
     rows = [[label(a), k.upper(), f"{f(t['best_acc'])} / {f(t['last_acc'])}", f(t["train_ll"], 3), f(t["train_cmi"], 4)]
