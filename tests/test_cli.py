@@ -7,6 +7,7 @@ from helpers import write_npz
 import torch
 
 from mcmi.cli import build_parser, main
+from mcmi.engine.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,11 @@ def test_teacher_mcmi_student_pipeline(tmp_path, tiny_npz, capsys):
                  "train.epochs=2", "train.milestones=[1]"]) == 0
     summary = json.loads((t / "summary.json").read_text())
     assert summary["last_acc"] is not None
+    # the checkpoint records its input statistics (numpy over the archive's training pixels)
+    x = np.load(tiny_npz)["x_train"].astype(np.float64) / 255
+    norm = load_checkpoint(t / "last.pt")["meta"]["normalization"]
+    np.testing.assert_allclose(norm["mean"], x.mean(axis=(0, 1, 2)), atol=1e-5)
+    np.testing.assert_allclose(norm["std"], x.std(axis=(0, 1, 2)), atol=1e-5)
     m = tmp_path / "mcmi"
     assert main(["finetune-mcmi", "--config", "mcmi/resnet56_cifar100", "--out", str(m), *common,
                  f"model.weights={t / 'last.pt'}", "train.epochs=1"]) == 0
@@ -68,3 +74,20 @@ def test_measure_command(tmp_path, capsys):
     # centroid of class 0 is (0.75, 0.25); CMI = (KL(.9,.1||.75,.25) + KL(.6,.4||.75,.25)) / 3
     kl = lambda a, q: sum(x * np.log(x / y) for x, y in zip(a, q))  # noqa: E731
     assert out["cmi"] == pytest.approx((kl([0.9, 0.1], [0.75, 0.25]) + kl([0.6, 0.4], [0.75, 0.25])) / 3)
+
+
+def test_teacher_of_other_data_warns(tmp_path, tiny_npz, caplog):
+    from mcmi.models.io import load_model
+
+    t = tmp_path / "teacher"
+    assert main(["train-teacher", "--config", "teachers/resnet56_cifar100", "--out", str(t), "data.name=npz",
+                 f"data.root={tiny_npz}", "data.batch_size=32", "model.name=resnet8", "train.progress=false",
+                 "train.epochs=1", "train.milestones=[1]"]) == 0
+    norm = load_checkpoint(t / "last.pt")["meta"]["normalization"]
+    with caplog.at_level("WARNING", logger="mcmi.models.io"):
+        load_model(t / "last.pt", normalization=(norm["mean"], norm["std"]))
+        assert not caplog.records  # the statistics it was trained with: silent
+        load_model(t / "last.pt", normalization=((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)))
+    (record,) = caplog.records
+    assert str(t / "last.pt") in record.getMessage() and "'npz'" in record.getMessage()
+    assert "this run normalizes by mean (0.5071, 0.4865, 0.4409)" in record.getMessage()

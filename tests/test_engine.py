@@ -234,6 +234,13 @@ def test_foreign_and_mismatched_checkpoints(tmp_path):
     )
     with pytest.raises(CheckpointError, match=r"ok.pt.*num_classes=10 \(expected 100\)"):
         load_checkpoint(ok, expected={"model": "resnet8", "num_classes": 100})
+    # input statistics: compared where the checkpoint records them (older ones do not)
+    stats = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    assert load_checkpoint(ok, expected={"model": "resnet8", "normalization": stats})
+    with_stats = save_checkpoint(tmp_path / "stats.pt", {"meta": {"model": "resnet8", "normalization": stats}})
+    assert load_checkpoint(with_stats, expected={"normalization": stats})
+    with pytest.raises(CheckpointError, match="stats.pt.*normalization="):
+        load_checkpoint(with_stats, expected={"normalization": {"mean": [0.4] * 3, "std": [0.25] * 3}})
     # a trainer refuses to resume from another model's checkpoint
     run(tmp_path / "run", cfg(epochs=1))
     other = MLL(create_model("mlp", NUM_CLASSES, in_dim=IN_DIM))

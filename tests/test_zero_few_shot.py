@@ -143,8 +143,8 @@ def test_build_loaders_reduce_training_only(tiny_npz):
     plain = DataSpec(name="npz", root=str(tiny_npz), batch_size=16, augment=False)
     spec = DataSpec(name="npz", root=str(tiny_npz), batch_size=16, augment=False, drop_classes=[2],
                     train_fraction=0.5, fraction_mode="stratified", epoch_length="full")
-    tr0, te0, ld0, _ = build_loaders(plain, torch.device("cpu"), 0, False)
-    tr, te, ld, test_ld = build_loaders(spec, torch.device("cpu"), 0, False)
+    tr0, te0, ld0, _, _ = build_loaders(plain, torch.device("cpu"), 0, False)
+    tr, te, ld, test_ld, _ = build_loaders(spec, torch.device("cpu"), 0, False)
     labels = torch.cat([b["label"] for b in ld])
     assert 2 not in labels.tolist() and len(labels) == 64  # full epoch length, cycled subset
     assert tr.num_classes == 4 and len(tr) == len(subset_indices(tr0.labels, 32, "stratified")) - int(
@@ -153,7 +153,7 @@ def test_build_loaders_reduce_training_only(tiny_npz):
     # normalization from the whole training set: the teacher's statistics
     assert ld.transform.mean == ld0.transform.mean and ld.transform.std == ld0.transform.std
     binary = DataSpec(name="npz", root=str(tiny_npz), class_groups=[[0, 1], [2, 3]])
-    trb, teb, _, _ = build_loaders(binary, torch.device("cpu"), 0, False)
+    trb, teb, _, _, _ = build_loaders(binary, torch.device("cpu"), 0, False)
     assert trb.num_classes == 2 and torch.equal(teb.labels, (te0.labels >= 2).long())
 
 

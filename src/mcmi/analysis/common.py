@@ -49,11 +49,14 @@ def load_eval_data(name: str, root: str | None = None, split: str = "test",
     return EvalData(train if normalize_split(split) == "train" else test, (st.mean, st.std))
 
 
-def load_models(checkpoints: Mapping[str, str], num_classes: int, device: torch.device | str = "cpu"):
-    """``{name: checkpoint}`` -> ``{name: model}`` in eval mode on ``device``."""
+def load_models(checkpoints: Mapping[str, str], num_classes: int, device: torch.device | str = "cpu",
+                normalization: tuple[Sequence[float], Sequence[float]] | None = None):
+    """``{name: checkpoint}`` -> ``{name: model}`` in eval mode on ``device`` (``normalization``:
+    the inputs' statistics, checked against each checkpoint's: :func:`mcmi.models.io.load_model`)."""
     from mcmi.models.io import load_model
 
-    return {name: load_model(path, num_classes=num_classes).to(device).eval() for name, path in checkpoints.items()}
+    return {name: load_model(path, num_classes=num_classes, normalization=normalization).to(device).eval()
+            for name, path in checkpoints.items()}
 
 
 @torch.no_grad()

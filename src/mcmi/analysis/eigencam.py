@@ -185,7 +185,7 @@ def eigencam_figure(checkpoints: Mapping[str, str], data: str, out: str | Path, 
     cls = class_index(ev.class_names, class_name)
     idx = pick_images(ev.dataset.labels, cls, num_images, seed)
     batch = next(iter(ev.loader(idx, batch_size=len(idx), device=dev)))
-    models = load_models(checkpoints, ev.num_classes, dev)
+    models = load_models(checkpoints, ev.num_classes, dev, ev.stats)
     maps, preds = {}, {}
     for name, model in models.items():
         maps[name] = model_eigencam(model, batch["image"], stage=stage, center=center).cpu()

@@ -65,7 +65,7 @@ def per_class_report(checkpoints: Mapping[str, str], data: str, out: str | Path,
     dev = resolve_device(device)
     ev = load_eval_data(data, root, split, class_groups)
     results = {}
-    for name, model in load_models(checkpoints, ev.num_classes, dev).items():
+    for name, model in load_models(checkpoints, ev.num_classes, dev, ev.stats).items():
         results[name] = evaluate(model, ev.loader(None, batch_size, dev), ev.num_classes, dev)
     table = per_class_cmi_table({n: r.per_class_cmi for n, r in results.items()}, ev.class_names, k,
                                 accuracy={n: r.per_class_accuracy for n, r in results.items()})

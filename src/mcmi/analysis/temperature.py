@@ -180,7 +180,7 @@ def temperature_figure(checkpoints: Mapping[str, str], data: str, out: str | Pat
     dev = resolve_device(device)
     ev = load_eval_data(data, root, split, class_groups)
     sweeps = {}
-    for name, model in load_models(checkpoints, ev.num_classes, dev).items():
+    for name, model in load_models(checkpoints, ev.num_classes, dev, ev.stats).items():
         logits, labels = collect_logits(model, ev.loader(None, batch_size, dev), dev)
         sweeps[name] = temperature_sweep(logits, labels, temperatures, ev.num_classes)
     figures = plot_temperature_sweep(sweeps, Path(out) / "temperature", f"teacher outputs softmax(z/T), {data} ({split})")

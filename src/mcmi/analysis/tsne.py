@@ -88,7 +88,7 @@ def tsne_figure(checkpoints: Mapping[str, str], data: str, out: str | Path, root
     cls = [class_index(ev.class_names, c) for c in classes] if classes else None
     idx = _pick(ev.dataset.labels, cls, num_samples)
     panels, subtitles, info = {}, {}, {}
-    for name, model in load_models(checkpoints, ev.num_classes, dev).items():
+    for name, model in load_models(checkpoints, ev.num_classes, dev, ev.stats).items():
         logits, labels = collect_logits(model, ev.loader(idx, batch_size, dev), dev)
         probs = torch.softmax(logits.double(), 1)
         cmi = empirical_cmi(probs, labels, ev.num_classes)

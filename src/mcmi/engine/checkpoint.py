@@ -92,6 +92,11 @@ def save_checkpoint(
     return path
 
 
+#: Identity keys that checkpoints of older mcmi versions do not record: such a checkpoint still
+#: resumes (the key is checked only where it was written).
+LATER_META_KEYS = frozenset({"normalization"})
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     expected: Mapping[str, Any] | None = None,
@@ -101,7 +106,8 @@ def load_checkpoint(
     """Read and validate a checkpoint written by :func:`save_checkpoint`.
 
     ``expected`` maps keys of the checkpoint's ``meta`` dict (e.g. ``model``, ``num_classes``,
-    ``method``) to required values; any difference raises :class:`CheckpointError`.
+    ``method``) to required values; any difference raises :class:`CheckpointError` (a key of
+    :data:`LATER_META_KEYS` that the checkpoint does not record is not compared).
     """
     path = Path(path)
     if not path.is_file():
@@ -141,7 +147,7 @@ def load_checkpoint(
         wrong = [
             f"{k}={meta.get(k, '<missing>')!r} (expected {v!r})"
             for k, v in expected.items()
-            if meta.get(k) != v
+            if meta.get(k) != v and not (k in LATER_META_KEYS and k not in meta)
         ]
         if wrong:
             raise CheckpointError(path, "checkpoint of another run: " + ", ".join(wrong))

@@ -16,8 +16,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, root: str | None = No
 
     dev = resolve_device(device)
     ds = load_dataset(data, split, root=root)
-    model = load_model(checkpoint, num_classes=ds.num_classes).to(dev)
     stats = dataset_stats(load_dataset(data, "train", root=root) if split == "test" else ds, root=root)
+    model = load_model(checkpoint, num_classes=ds.num_classes, normalization=(stats.mean, stats.std)).to(dev)
     loader = TensorLoader(ds, batch_size, augment=False, device=dev, stats=(stats.mean, stats.std))
     res = evaluate(model, loader, ds.num_classes, dev, temperature=temperature)
     out = {"checkpoint": str(checkpoint), "data": data, "split": split, **res.as_dict(per_class=per_class)}

@@ -511,7 +511,7 @@ def evaluate_teacher(run: PlannedRun, checkpoint: str = "last") -> dict[str, Any
     train, _ = load_datasets(spec)  # the task the teacher was trained on (class_groups, subset)
     stats = dataset_stats(train, root=spec.root)
     path = run.out_dir / f"{checkpoint}.pt"
-    model = load_model(path, num_classes=train.num_classes).to(dev)
+    model = load_model(path, num_classes=train.num_classes, normalization=(stats.mean, stats.std)).to(dev)
     loader = TensorLoader(train, spec.eval_batch_size, shuffle=False, augment=False, device=dev,
                           stats=(stats.mean, stats.std))
     with torch.no_grad():

@@ -222,7 +222,7 @@ def build_loaders(spec: DataSpec, device: torch.device, seed: int, channels_last
     """Training and evaluation loaders (evaluation normalized with the training statistics).
 
     Returns the training set as the model sees it (after the reductions of :class:`DataSpec`),
-    the test set, and their loaders."""
+    the test set, their loaders, and the normalization ``(mean, std)`` both use."""
     from mcmi.data import TensorLoader, dataset_stats
 
     train, test = load_datasets(spec)
@@ -238,15 +238,17 @@ def build_loaders(spec: DataSpec, device: torch.device, seed: int, channels_last
     # unpadded shares: each test sample is counted once however many processes evaluate
     test_loader = TensorLoader(test, spec.eval_batch_size, shuffle=False, augment=False, device=device,
                                channels_last=channels_last, rank=rank, world_size=world_size, stats=stats, pad=False)
-    return train, test, train_loader, test_loader
+    return train, test, train_loader, test_loader, stats
 
 
-def build_model(spec: ModelSpec, num_classes: int):
+def build_model(spec: ModelSpec, num_classes: int, normalization: tuple[Sequence[float], Sequence[float]] | None = None):
+    """A new model, or the one saved at ``spec.weights`` (``normalization``: the run's input
+    statistics, checked against those the checkpoint was trained with)."""
     from mcmi.models import create_model
     from mcmi.models.io import load_model
 
     if spec.weights:
-        return load_model(spec.weights, arch=spec.name, num_classes=num_classes)
+        return load_model(spec.weights, arch=spec.name, num_classes=num_classes, normalization=normalization)
     return create_model(spec.name, num_classes=num_classes, **spec.args)
 
 
@@ -284,10 +286,11 @@ def run_training(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
 
     device = resolve_device(cfg.device)
     rank, world = distributed_context(device)
-    train, test, train_loader, test_loader = build_loaders(cfg.data, device, cfg.train.seed, cfg.train.channels_last, rank, world)
+    train, test, train_loader, test_loader, stats = build_loaders(cfg.data, device, cfg.train.seed,
+                                                                  cfg.train.channels_last, rank, world)
     torch.manual_seed(cfg.train.seed)  # model initialization is part of the seed's contract
-    model = build_model(cfg.model, train.num_classes)
-    teacher = build_model(cfg.teacher, train.num_classes) if cfg.teacher else None
+    model = build_model(cfg.model, train.num_classes, stats)
+    teacher = build_model(cfg.teacher, train.num_classes, stats) if cfg.teacher else None
     if teacher is not None and cfg.train.fold_teacher_bn:
         from mcmi.models.fold import fold_batchnorm
 
@@ -298,7 +301,8 @@ def run_training(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
         from mcmi.data.teacher_cache import with_cached_teacher
 
         train_loader = with_cached_teacher(train_loader, method, cfg.train.teacher_cache_views)
-    meta = {"arch": cfg.model.name, "arch_args": cfg.model.args, "method_name": cfg.method, "data": cfg.data.name}
+    meta = {"arch": cfg.model.name, "arch_args": cfg.model.args, "method_name": cfg.method, "data": cfg.data.name,
+            "normalization": {"mean": [float(v) for v in stats[0]], "std": [float(v) for v in stats[1]]}}
     trainer = Trainer(method, train_loader, test_loader, cfg.train, cfg.out, train.num_classes, device,
                       run_config=asdict(cfg), meta=meta)
     return trainer.fit(resume=resume)

@@ -86,7 +86,8 @@ def evaluate_student(run: PlannedRun, checkpoint: str = "last") -> dict[str, Any
     dropped = spec.dropped_classes(train.num_classes)
     kept = [c for c in range(train.num_classes) if c not in set(dropped)]
     stats = dataset_stats(train, root=spec.root)
-    model = load_model(run.out_dir / f"{checkpoint}.pt", num_classes=train.num_classes).to(dev)
+    model = load_model(run.out_dir / f"{checkpoint}.pt", num_classes=train.num_classes,
+                       normalization=(stats.mean, stats.std)).to(dev)
     loader = TensorLoader(test, spec.eval_batch_size, augment=False, device=dev, stats=(stats.mean, stats.std))
     with torch.no_grad():
         res = evaluate(model, loader, train.num_classes, dev)
