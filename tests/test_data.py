@@ -196,6 +196,20 @@ def test_image_folder_eager_and_lazy(tmp_path):
     assert isinstance(lazy, LazyImageFolder) and len(lazy) == 9 and lazy.num_classes == 3
     assert torch.equal(lazy.get_images(torch.tensor([4, 0])), train.images[[4, 0]])
     assert torch.equal(lazy.labels, train.labels)
+    # rows and merged classes of a lazy folder stay lazy and read the same files
+    part = lazy.subset([8, 1, 4])
+    assert isinstance(part, LazyImageFolder) and part.labels.tolist() == [2, 0, 1]
+    assert torch.equal(part.get_images([0, 1, 2]), train.images[[8, 1, 4]])
+    from mcmi.experiments.train import DataSpec, reduce_training_set, regroup_classes
+
+    two = regroup_classes(lazy, [[2], [0, 1]])
+    assert isinstance(two, LazyImageFolder) and two.classes == ["emu", "cat+dog"]
+    assert two.labels.tolist() == [1, 1, 1, 1, 1, 1, 0, 0, 0]
+    assert torch.equal(two.get_images(list(range(9))), train.images)
+    few, _ = reduce_training_set(DataSpec(train_fraction=1 / 3, fraction_mode="stratified"), lazy)
+    assert isinstance(few, LazyImageFolder) and sorted(few.labels.tolist()) == [0, 1, 2]
+    with pytest.raises(DataError, match="labels out of range"):
+        lazy.relabeled(torch.full((9,), 3), ["a", "b", "c"])
     auto = load_image_folder(root, "train", image_size=8, max_memory_bytes=100)
     assert isinstance(auto, LazyImageFolder)
     batches = list(TensorLoader(auto, 4, shuffle=True, augment=True, seed=0))

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mcmi.data.datasets import DataError, ImageDataset, normalize_split
+from mcmi.data.datasets import DataError, ImageDataset, check_labels, normalize_split
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -196,6 +196,21 @@ class LazyImageFolder:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+    def subset(self, indices: Sequence[int] | Tensor) -> LazyImageFolder:
+        """A lazy data set of the given rows (same classes, name and decoding); nothing is read."""
+        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1).tolist()
+        return self.relabeled(self.labels[idx], self.classes, [self.paths[i] for i in idx])
+
+    def relabeled(self, labels: Tensor, classes: Sequence[str], paths: Sequence[Path] | None = None) -> LazyImageFolder:
+        """The same images (or ``paths``) under new ``labels`` and class names (e.g. merged classes)."""
+        paths = list(self.paths if paths is None else paths)
+        labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+        if labels.numel() != len(paths):
+            raise DataError(f"{self.name}: {len(paths)} images but {labels.numel()} labels")
+        check_labels(labels, len(classes), self.name)
+        return LazyImageFolder(list(zip(paths, labels.tolist())), list(classes), self.name, self.image_size,
+                               self.keep_aspect, self.num_workers)
 
     def materialize(self, batch_size: int = 512) -> ImageDataset:
         """Decode everything into an in-memory :class:`ImageDataset`."""

@@ -178,6 +178,8 @@ def regroup_classes(ds, groups: list[list[int]]):
     keep = (new_labels >= 0).nonzero().reshape(-1)
     part = _subset(ds, keep, "class_groups")
     names = ["+".join(ds.classes[int(c)] for c in group) for group in groups]
+    if not isinstance(part, ImageDataset):  # a lazily read folder keeps its files, under new labels
+        return part.relabeled(new_labels[keep], names)
     return ImageDataset(part.images, new_labels[keep], names, ds.name)
 
 
