@@ -7,6 +7,9 @@ settings of one recipe (:func:`expand_recipe_grid`, e.g. lambda x seed). :func:`
 
 - skips runs that are done (``summary.json``; Table 1 teachers also need ``teacher_eval.json``),
   and a rerun of a partial run resumes from its ``last.pt``;
+- waits for a run that another process is training (a live ``run.lock``:
+  :mod:`mcmi.engine.lock`; e.g. a sweep restarted while its cluster jobs still run), then counts
+  it as done or resumes it if that process stopped early;
 - submits a run once every run it depends on has finished (teachers first, then the MCMI
   fine-tunes, then the students: dependency waves), at most ``workers`` jobs at a time;
 - retries a failed run up to ``retries`` times (it resumes from its last checkpoint), then
@@ -35,6 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import submitit
 
 from mcmi.config import ConfigError, load_config
+from mcmi.engine.lock import describe, lock_holder
 from mcmi.experiments.table1 import PlannedRun, RunOutcome, read_summary, run_status
 from mcmi.experiments.train import RunConfig
 
@@ -118,12 +122,14 @@ class TrainJob(submitit.helpers.Checkpointable):
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         rank = _export_torch_distributed_env()
+        from mcmi.engine.lock import RunLockedError
+
         try:
             summary = run_training(run.config, resume=True)
             if rank == 0 and teacher_checkpoint and run.stage in ("teacher", "mcmi"):
                 write_json(run.out_dir / "teacher_eval.json", evaluate_teacher(run, teacher_checkpoint))
         except Exception as err:
-            if rank == 0:
+            if rank == 0 and not isinstance(err, RunLockedError):  # that folder is another process's
                 _write_error(run, err)
             cleanup(success=False)
             raise
@@ -264,14 +270,19 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
     outcomes: dict[str, RunOutcome] = {}
     before: dict[str, str] = {}
     pending: list[PlannedRun] = []
+    elsewhere: list[PlannedRun] = []  # being trained by another process (a live run.lock): waited for
     for run in runs:
         before[run.key] = run_status(run)
+        holder = lock_holder(run.out_dir)
         if before[run.key] == "done" and not _needs_teacher_eval(run, teacher_checkpoint):
             outcomes[run.key] = RunOutcome(run.key, "done", "skipped")
             log.info("sweep: %s: done, skipped", run.key)
+        elif holder is not None:
+            elsewhere.append(run)
+            log.info("sweep: %s: being trained by another process (%s): waiting for it", run.key, describe(holder))
         else:
             pending.append(run)
-    if not pending:
+    if not pending and not elsewhere:
         return [outcomes[r.key] for r in runs]
 
     ex = executor or make_executor(spec, folder)
@@ -324,11 +335,27 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
                  f" (attempt {n} of {spec.retries + 1})" if n > 1 else "",
                  f" on GPUs {','.join(map(str, gpus))}" if gpus else "")
 
+    def watch_elsewhere() -> None:
+        for run in [r for r in elsewhere if lock_holder(r.out_dir) is None]:
+            elsewhere.remove(run)
+            if read_summary(run.out_dir) is not None and not _needs_teacher_eval(run, teacher_checkpoint):
+                ok.add(run.key)
+                outcomes[run.key] = RunOutcome(run.key, before[run.key], "skipped", "finished by another process")
+                log.info("sweep: %s: finished by another process", run.key)
+            else:  # that process stopped early: resume the run here
+                before[run.key] = run_status(run)
+                pending.insert(0, run)
+
     def settle(r: _Running) -> None:
         run = r.run
         gpu_pool.extend(r.gpus)
         exc = r.job.exception()
         wall = time.time() - r.started
+        if exc is not None and "RunLockedError" in str(exc) and lock_holder(run.out_dir) is not None:
+            elsewhere.append(run)  # another process took the folder between our check and the job's start
+            attempts[run.key] -= 1
+            log.info("sweep: %s: taken by another process: waiting for it", run.key)
+            return
         if exc is None:
             (run.out_dir / "error.txt").unlink(missing_ok=True)
             ok.add(run.key)
@@ -347,9 +374,10 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
                   run.out_dir / "error.txt")
 
     try:
-        while pending or running:
+        while pending or running or elsewhere:
             for key in [k for k, r in running.items() if r.job.done()]:
                 settle(running.pop(key))
+            watch_elsewhere()
             progressed = True
             while progressed:  # a blocked run blocks the runs that need it
                 progressed = False
@@ -369,9 +397,9 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
                 if all(dep_state(run, d) == "ok" for d in run.deps):
                     pending.remove(run)
                     submit(run)
-            if pending and not running:
+            if pending and not running and not elsewhere:
                 raise RuntimeError(f"sweep: nothing can start; dependency cycle among {[r.key for r in pending]}")
-            if running:
+            if running or elsewhere:
                 time.sleep(spec.poll_s)
     except BaseException:
         if running:

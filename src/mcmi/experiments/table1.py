@@ -474,7 +474,10 @@ def _error_note(run: PlannedRun) -> str:
 
 
 def format_plan(runs: Sequence[PlannedRun]) -> str:
-    """The ``--dry-run`` listing: one line per run with its status (done / partial / todo)."""
+    """The ``--dry-run`` listing: one line per run with its status (done / partial / todo) and
+    notes (a changed recipe, the last error, the process training it now)."""
+    from mcmi.engine.lock import describe, lock_holder
+
     lines = []
     counts: dict[str, int] = {}
     for i, run in enumerate(runs, 1):
@@ -486,6 +489,9 @@ def format_plan(runs: Sequence[PlannedRun]) -> str:
             if drift:
                 notes.append("recipe changed since: " + ", ".join(drift[:4]) + (" ..." if len(drift) > 4 else ""))
         else:
+            holder = lock_holder(run.out_dir)
+            if holder is not None:
+                notes.append(f"training now: {describe(holder)}")
             note = _error_note(run)
             if note:
                 notes.append(note)

@@ -8,6 +8,7 @@ declare those arguments, so nothing here branches on method names.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from dataclasses import asdict, dataclass, field
@@ -281,13 +282,23 @@ def run_training(cfg: RunConfig, resume: bool = True) -> dict[str, Any]:
     """Build everything from ``cfg`` and train; returns the trainer's summary.
 
     With ``resume`` (the default) a rerun continues from ``cfg.out/last.pt``; a finished run
-    returns at once with its summary.
+    returns at once with its summary. While it trains, ``cfg.out/run.lock`` keeps a second
+    process out of the folder (:class:`mcmi.engine.lock.RunLockedError`, before anything is
+    read or written).
     """
-    from mcmi.engine import Trainer
     from mcmi.engine.distributed import distributed_context
+    from mcmi.engine.lock import RunLock
 
     device = resolve_device(cfg.device)
     rank, world = distributed_context(device)
+    # rank 0 holds the lock for a data-parallel run; torchrun ends the other ranks if it fails
+    with RunLock(cfg.out) if rank == 0 else contextlib.nullcontext():
+        return _train(cfg, resume, device, rank, world)
+
+
+def _train(cfg: RunConfig, resume: bool, device: torch.device, rank: int, world: int) -> dict[str, Any]:
+    from mcmi.engine import Trainer
+
     train, test, train_loader, test_loader, stats = build_loaders(cfg.data, device, cfg.train.seed,
                                                                   cfg.train.channels_last, rank, world)
     torch.manual_seed(cfg.train.seed)  # model initialization is part of the seed's contract
