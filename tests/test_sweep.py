@@ -16,8 +16,8 @@ import yaml
 from helpers import write_npz
 from mcmi.cli import main
 from mcmi.config import ConfigError, load_config
-from mcmi.experiments.sweep import (ExecutorSpec, TrainJob, expand_recipe_grid, make_executor, parse_grid,
-                                    run_name, run_sweep, slurm_parameters, split_values)
+from mcmi.experiments.sweep import (ExecutorSpec, TrainJob, expand_recipe_grid, local_threads, make_executor,
+                                    parse_grid, run_name, run_sweep, slurm_parameters, split_values)
 from mcmi.experiments.table1 import Table1Config, expand_grid, select_runs
 from mcmi.reports.table1 import write_table1_report
 
@@ -220,3 +220,11 @@ def test_a_job_of_two_tasks_is_one_data_parallel_run(tmp_path, data):
     assert [o.result for o in outcomes] == ["done"]
     summary = json.loads((tmp_path / "out" / "seed=0" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_step"] == 2  # 32 images / (2 ranks x 8)
+
+
+def test_local_threads_share_the_cores_and_honour_omp_num_threads():
+    assert local_threads(2, 10, cores=8, env={}) == 4
+    assert local_threads(4, 1, cores=8, env={}) == 8  # one job left: it gets every core
+    assert local_threads(1, 5, cores=2, env={"OMP_NUM_THREADS": "1"}) == 1  # two sweeps told to use one thread each
+    assert local_threads(2, 5, cores=8, env={"OMP_NUM_THREADS": "16"}) == 4
+    assert local_threads(3, 5, cores=2, env={"OMP_NUM_THREADS": "junk"}) == 1

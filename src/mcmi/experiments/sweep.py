@@ -73,8 +73,8 @@ class ExecutorSpec:
     slurm: dict[str, Any] = field(default_factory=dict)
     name: str = "mcmi"  # job name prefix
     # torch threads of each job; default for local CPU jobs: the machine's cores shared among the
-    # workers (torch's default, every core per job, oversubscribes: 2 jobs x 2 threads on 2 cores
-    # run several times slower than 2 x 1); slurm/GPU jobs: torch's default
+    # workers, at most OMP_NUM_THREADS if set (torch's default, every core per job, oversubscribes:
+    # 2 jobs x 2 threads on 2 cores run several times slower than 2 x 1); slurm/GPU jobs: torch's default
     threads_per_job: int | None = None
 
     def __post_init__(self) -> None:
@@ -243,6 +243,17 @@ def _record_failure(run: PlannedRun, exc: BaseException | None, since: float) ->
     return msg
 
 
+def local_threads(workers: int, pending: int, cores: int | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Torch threads of each local CPU job: the cores shared by the jobs that run at once, at most
+    ``OMP_NUM_THREADS`` when the environment sets it (two sweeps side by side, each told to use
+    one thread, must not each take every core: oversubscribed OpenMP threads run several times
+    slower)."""
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    threads = max(1, cores // max(1, min(workers, pending)))
+    limit = (os.environ if env is None else env).get("OMP_NUM_THREADS", "").strip()
+    return min(threads, int(limit)) if limit.isdigit() and int(limit) > 0 else threads
+
+
 def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
               folder: str | os.PathLike | None = None, teacher_checkpoint: str | None = None,
               job: Callable[..., Any] | None = None, executor: submitit.Executor | None = None,
@@ -303,7 +314,7 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
         workers = min(workers, len(gpu_pool) // gpus_per_run)
     threads = spec.threads_per_job
     if threads is None and spec.executor == "local" and not gpus_per_run:
-        threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(pending))))
+        threads = local_threads(workers, len(pending))
     job = job or TrainJob(threads=threads)
 
     ok = {k for k, o in outcomes.items() if o.result == "skipped"}

@@ -598,7 +598,8 @@ def load_table1_config(path: str | Path | None, overrides: Sequence[str] = ()) -
 def train_runs(cfg: Table1Config, runs: Sequence[PlannedRun], workers: int | None = None) -> list[RunOutcome]:
     """Train ``runs`` of grid ``cfg``: one after another in this process (:func:`run_grid`), or
     ``workers`` at a time as local jobs of the sweep engine (:func:`mcmi.experiments.sweep.run_sweep`,
-    each with cores / workers torch threads). Finished runs are skipped either way."""
+    each with cores / workers torch threads, at most ``OMP_NUM_THREADS``). Finished runs are skipped
+    either way."""
     if not workers:
         return run_grid(cfg, runs)
     from mcmi.experiments.sweep import ExecutorSpec, run_sweep
