@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
