@@ -409,7 +409,7 @@ def test_crd_whole_bank_scoring_equals_gathered_rows_in_value_and_gradient(negat
                                    bank_t.numpy()[given.numpy()]) / 0.07)
             np.testing.assert_allclose(s.detach().numpy(), raw / (raw.mean() * num_data), rtol=1e-5)
     for a, b in zip(results["gather"], results["bank"]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_crd_scoring_auto_picks_the_bank_product_only_for_banks_within_16_k():
