@@ -51,7 +51,7 @@ def test_wrong_types_are_errors(tmp_path):
 
 
 def test_shipped_gaussian_recipes_load():
-    from mcmi.cli import CONFIGS
+    from mcmi.recipes import RECIPES as CONFIGS
 
     for name in ("gaussian_table5", "gaussian_table5_ren", "demo"):
         cfg = load_config(GaussianStudyConfig, CONFIGS / "experiments" / f"{name}.yaml")

@@ -6,6 +6,7 @@ end bit for bit where an uninterrupted run ends: same weights, optimizer, metric
 """
 from __future__ import annotations
 
+from mcmi.recipes import RECIPES
 import json
 import os
 import signal
@@ -40,7 +41,7 @@ def overrides(data: Path) -> list[str]:
 def reference(tmp_path_factory, data):
     """The uninterrupted run, in this process (one thread, as the children)."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    cfg = load_config(RunConfig, Path("configs") / f"{RECIPE}.yaml", overrides(data) + [f"out={out}"])
+    cfg = load_config(RunConfig, RECIPES / f"{RECIPE}.yaml", overrides(data) + [f"out={out}"])
     run_training(cfg, resume=False)
     return out
 

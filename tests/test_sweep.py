@@ -3,6 +3,7 @@ local jobs in parallel, dependency order, retries, failures that do not stop the
 that skip finished runs; recipe grids; the SLURM job script that a spec produces."""
 from __future__ import annotations
 
+from mcmi.recipes import RECIPES
 import json
 import sys
 import time
@@ -162,7 +163,7 @@ def test_grid_parsing_naming_and_errors(tmp_path):
         "lam=0.1_seed=2"
     assert run_name([("model.name", "a"), ("teacher.name", "b/c")], ["model.name", "teacher.name"]) == \
         "model.name=a_teacher.name=b_c"
-    recipe = Path("configs/mcmi/resnet56_cifar100.yaml")
+    recipe = RECIPES / "mcmi/resnet56_cifar100.yaml"
     runs = expand_recipe_grid(recipe, grid, ["train.epochs=1"], tmp_path / "s")
     assert len(runs) == 6 and runs[-1].key == "lam=0.1_seed=2"
     assert runs[-1].config.method_args["lam"] == 0.1 and runs[-1].config.train.seed == 2
@@ -212,7 +213,7 @@ def test_slurm_spec_becomes_the_sbatch_script(tmp_path, monkeypatch):
 def test_a_job_of_two_tasks_is_one_data_parallel_run(tmp_path, data):
     """``tasks_per_node=2``: the job's two processes join one process group (gloo here) and
     train one run together."""
-    runs = expand_recipe_grid(Path("configs/teachers/resnet56_cifar100.yaml"), [("train.seed", ["0"])],
+    runs = expand_recipe_grid(RECIPES / "teachers/resnet56_cifar100.yaml", [("train.seed", ["0"])],
                               ["data.name=npz", f"data.root={data}", "data.batch_size=8", "model.name=resnet8",
                                "train.epochs=1", "train.milestones=[1]", "train.progress=false", "device=cpu"],
                               tmp_path / "out")

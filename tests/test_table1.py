@@ -1,5 +1,6 @@
 """The Table 1 harness (paper Table 1) end to end on a tiny npz data set: grid, skip, resume,
 report, failures; plus the grid expansion of the paper's config and the paper's numbers."""
+from mcmi.recipes import RECIPES
 import json
 import shutil
 
@@ -154,7 +155,7 @@ def test_failing_run_is_reported_and_others_continue(grid, tmp_path, tiny_npz, c
 
 
 def test_only_filter_and_dry_run_on_the_paper_grid(capsys):
-    cfg = load_config(Table1Config, "configs/experiments/table1_cifar100.yaml", ["out=/nonexistent/t1"])
+    cfg = load_config(Table1Config, RECIPES / "experiments/table1_cifar100.yaml", ["out=/nonexistent/t1"])
     runs = expand_grid(cfg)
     students = [r for r in runs if r.stage == "student"]
     assert len(students) == 12 * 11 * 2 * 5 and len(cfg.pairs) == 12

@@ -7,7 +7,6 @@ import shlex
 import sys
 from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _progress_factory():
@@ -31,13 +30,13 @@ def _progress_factory():
 
 
 def _find_config(arg: str) -> Path:
-    p = Path(arg)
-    if p.exists():
-        return p
-    for cand in (CONFIGS / arg, CONFIGS / f"{arg}.yaml", CONFIGS / "experiments" / f"{arg}.yaml"):
-        if cand.exists():
-            return cand
-    raise SystemExit(f"mcmi: config {arg!r} not found (looked in the working folder and {CONFIGS})")
+    from mcmi.config import ConfigError
+    from mcmi.recipes import find_recipe
+
+    try:
+        return find_recipe(arg)
+    except ConfigError as e:
+        raise SystemExit(f"mcmi: {e}")
 
 
 def cmd_gaussian(args: argparse.Namespace) -> int:

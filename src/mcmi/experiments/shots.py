@@ -121,15 +121,9 @@ def expand(cfg: ShotGridConfig, cells: Sequence[Cell]) -> list[PlannedRun]:
 def find_grid_config(name: str) -> Path:
     """A grid's YAML file: a path, a path under ``configs/``, or a bare name under
     ``configs/experiments/`` (``zero_shot_cifar10_cpu``)."""
-    from mcmi.experiments.table1 import CONFIGS_DIR, resolve_recipe_path
+    from mcmi.recipes import find_recipe
 
-    try:
-        return resolve_recipe_path(name)
-    except ConfigError:
-        cand = CONFIGS_DIR / "experiments" / (name if name.endswith(".yaml") else f"{name}.yaml")
-        if cand.is_file():
-            return cand
-        raise
+    return find_recipe(name)
 
 
 def parse_only(spec: str | Sequence[str] | None, key: str = "cell") -> dict[str, set[str]]:

@@ -39,7 +39,6 @@ from mcmi.experiments.train import DataSpec, RunConfig
 log = logging.getLogger(__name__)
 
 TEACHER_KINDS = ("mll", "mcmi")
-CONFIGS_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 #: Paper Table 6 (A.8.1): lambda* of the MCMI fine-tune per teacher, CIFAR-100.
 TABLE6_LAMBDA: dict[str, float] = {
@@ -191,14 +190,10 @@ class RunOutcome:
 
 # ------------------------------------------------------------------------------------ recipes
 def resolve_recipe_path(path: str) -> Path:
-    """``path`` as given if it exists, else under the repository's ``configs/``."""
-    p = Path(path).expanduser()
-    if p.exists():
-        return p
-    cand = CONFIGS_DIR / path
-    if cand.exists():
-        return cand
-    raise ConfigError(f"recipe {path!r} not found (looked in the working folder and {CONFIGS_DIR})")
+    """``path`` as given if it exists, else a recipe shipped with mcmi (:mod:`mcmi.recipes`)."""
+    from mcmi.recipes import find_recipe
+
+    return find_recipe(path)
 
 
 def recipe_data(recipe: str | Mapping[str, Any]) -> dict[str, Any]:
