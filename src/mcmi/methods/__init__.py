@@ -7,4 +7,11 @@ from mcmi.methods.kd import KD, SoftTarget
 from mcmi.methods.mcmi import MCMI
 from mcmi.methods.mll import MLL
 
-__all__ = ["KD", "MCMI", "METHODS", "MLL", "Distiller", "Method", "SoftTarget", "StepOutput", "register_method"]
+
+def list_methods() -> list[str]:
+    """Names of every registered method (teacher objectives and distillers), sorted."""
+    return METHODS.names()
+
+
+__all__ = ["KD", "MCMI", "METHODS", "MLL", "Distiller", "Method", "SoftTarget", "StepOutput",
+           "list_methods", "register_method"]

@@ -11,7 +11,9 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from mcmi.data.batch import DEFAULT_FIELDS, as_batch, require_fields
 from mcmi.models.base import FeatureModel
+from mcmi.models.wrap import as_logits_model, infer_num_classes
 from mcmi.registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -40,21 +42,37 @@ class Method(nn.Module):
     auxiliary heads) are ordinary submodules, so ``method.trainable_parameters()`` hands them to
     the optimizer and ``method.state_dict()`` puts them into checkpoints without per-method code.
 
-    ``batch_keys`` lists the fields a method needs beyond ``image``/``label`` (e.g. CRD needs
-    ``index``); data loaders always provide ``index``.
+    ``batch_keys`` lists the fields a method reads (e.g. CRD also needs ``index``); mcmi's
+    data loaders always provide ``index``.
+
+    Batches: ``method(batch)`` takes what a torch ``DataLoader`` yields, ``(x, y)``,
+    ``(x, y, index)`` or a dict (:func:`mcmi.data.batch.as_batch`, tuple positions named by
+    ``tuple_fields``), and :meth:`forward` always gets the dict. A batch without a field of
+    :meth:`required_fields` is a one-line error naming the field and how to provide it.
     """
 
     batch_keys: tuple[str, ...] = ("image", "label")
+    tuple_fields: tuple[str, ...] = DEFAULT_FIELDS
 
-    def __init__(self, model: FeatureModel) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+
+    def __call__(self, batch: Any, *args: Any, **kwargs: Any) -> StepOutput:
+        batch = as_batch(batch, self.tuple_fields)
+        require_fields(batch, self.required_fields(), type(self).__name__)
+        return super().__call__(batch, *args, **kwargs)
+
+    def required_fields(self) -> tuple[str, ...]:
+        """The batch fields this method's :meth:`forward` reads (default: ``batch_keys``)."""
+        return self.batch_keys
 
     def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def prepare(self, loader: Iterable[Batch]) -> None:
-        """One-off setup before training (MCMI centroids, CRD memory bank, ...). Default: none."""
+    def prepare(self, loader: Iterable[Any]) -> None:
+        """One-off setup before training (MCMI centroids, CRD memory bank, ...). Default: none.
+        ``loader`` yields batches of any form :func:`~mcmi.data.batch.as_batch` accepts."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -75,23 +93,30 @@ class Distiller(Method):
     ``batch["teacher_logits"]`` when a loader supplies them, see
     :mod:`mcmi.data.teacher_cache`) or ``"features"`` (intermediate features: always a live
     teacher forward).
+
+    Models: a ``"logits"`` method takes any ``nn.Module`` that maps images to logits (a plain
+    teacher is adapted by :class:`~mcmi.models.wrap.LogitsModel`; the student is only called).
+    A ``"features"`` method needs :class:`~mcmi.models.base.FeatureModel` s: the zoo's, or any
+    module through :func:`mcmi.wrap`; a plain module is a one-line error saying so. The number of
+    classes of both must agree (see :func:`~mcmi.models.wrap.infer_num_classes`).
     """
 
     teacher_signal: str = "features"
 
-    def __init__(self, student: FeatureModel, teacher: FeatureModel) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module) -> None:
         super().__init__(student)
-        if getattr(student, "num_classes", None) != getattr(teacher, "num_classes", None):
-            raise ValueError(
-                f"student and teacher disagree on the number of classes: student "
-                f"{getattr(student, 'num_classes', '?')}, teacher {getattr(teacher, 'num_classes', '?')}"
-            )
+        if self.teacher_signal == "logits":
+            teacher = as_logits_model(teacher)
+        else:
+            require_features(self, student, "student")
+            require_features(self, teacher, "teacher")
+        check_num_classes(student, teacher)
         self.teacher = teacher
         self.teacher.requires_grad_(False)
         self.teacher.eval()
 
     @property
-    def student(self) -> FeatureModel:
+    def student(self) -> nn.Module:
         return self.model
 
     def train(self, mode: bool = True) -> "Distiller":
@@ -120,3 +145,26 @@ class Distiller(Method):
         if cached is not None:
             return cached
         return self.teacher_forward(batch["image"]).logits
+
+
+def require_features(method: Any, model: nn.Module, role: str) -> None:
+    """Raise a one-line ``TypeError`` unless ``model`` returns features (a
+    :class:`~mcmi.models.base.FeatureModel`), saying how to wrap a plain module."""
+    if not isinstance(model, FeatureModel):
+        name = method if isinstance(method, str) else type(method).__name__
+        raise TypeError(
+            f"{name} reads the {role}'s intermediate features, but {type(model).__name__} is a plain "
+            "nn.Module: use mcmi.wrap(model, stages=[...], classifier=...) (names as in "
+            "model.named_modules())"
+        )
+
+
+def check_num_classes(student: nn.Module, teacher: nn.Module) -> None:
+    """Raise ``ValueError`` when the class counts of ``student`` and ``teacher`` are both known
+    and differ, naming each count and where it was read."""
+    (ns, src_s), (nt, src_t) = infer_num_classes(student), infer_num_classes(teacher)
+    if ns is not None and nt is not None and ns != nt:
+        raise ValueError(
+            f"student and teacher disagree on the number of classes: student {ns} ({src_s}), "
+            f"teacher {nt} ({src_t})"
+        )

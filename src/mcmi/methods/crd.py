@@ -14,6 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mcmi.data.batch import as_batch, require_fields
+from mcmi.losses._precision import fp32_loss
 from mcmi.losses.crd import contrast_scores, crd_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
 from mcmi.methods.modules import NormalizedEmbed, classification_terms, make_config
@@ -206,6 +208,7 @@ class ContrastMemory(nn.Module):
         return order[pos]
 
     # ---- the step
+    @fp32_loss  # scores, Z and the bank update in float32 under any autocast context
     def forward(
         self,
         emb_s: Tensor,
@@ -407,14 +410,15 @@ class CRD(Distiller):
         return self.memory.memory_bytes
 
     @torch.no_grad()
-    def prepare(self, loader: Iterable[Batch]) -> None:
+    def prepare(self, loader: Iterable[Any]) -> None:
         """Record the class of every training index for class-aware negatives.
 
         Fast path: ``loader.dataset.labels`` (or ``.targets``) of length ``num_data``; indices the
         loader does not yield (``loader.indices``, e.g. a few-shot subset) are excluded from the
         negatives. Otherwise one pass over ``loader`` reads ``label``/``index`` of every batch
-        (no forward pass); indices never seen are excluded. No-op for ``negatives="uniform"`` or
-        when the labels are already known (resumed run).
+        (``(x, y, index)`` tuples or dicts; no forward pass, so no model state changes); indices
+        never seen are excluded. No-op for ``negatives="uniform"`` or when the labels are already
+        known (resumed run).
         """
         if self.cfg.negatives != "class" or self.memory.has_labels:
             return
@@ -433,7 +437,9 @@ class CRD(Distiller):
                 labels[~keep] = -1
         else:
             labels = torch.full((self.num_data,), -1, dtype=torch.long)
-            for batch in loader:
+            for raw in loader:
+                batch = as_batch(raw)
+                require_fields(batch, ("label", "index"), "CRD.prepare")
                 idx = batch["index"].reshape(-1).long().cpu()
                 if idx.numel() and int(idx.max()) >= self.num_data:
                     raise ValueError(f"batch index {int(idx.max())} >= num_data {self.num_data}")

@@ -37,6 +37,9 @@ class KD(Distiller):
         super().__init__(student, teacher)
         self.cfg = KDConfig(ce_weight, kd_weight, temperature, student_temperature)
 
+    def required_fields(self) -> tuple[str, ...]:
+        return ("image", "label") if self.cfg.ce_weight else ("image",)
+
     def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
         x = batch["image"]
         logits = self.student(x)
@@ -55,6 +58,7 @@ class SoftTarget(Method):
     (ground-truth P*, a teacher's outputs, or one-hot), as in the paper's Table 5."""
 
     batch_keys = ("image", "target")
+    tuple_fields = ("image", "target")
 
     def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
         logits = self.model(batch["image"])

@@ -5,27 +5,42 @@ Centroid policies:
 
 - ``"frozen"`` (default, as in the paper's code): Q^y is computed once in :meth:`prepare`, over
   the (augmented) training loader with the teacher in train mode, then held fixed.
+  ``prepare`` has no side effect on the model: batch norm uses batch statistics in train mode
+  (so the centroids are those of the paper's code), but every buffer, the running statistics
+  ``running_mean``/``running_var``/``num_batches_tracked`` included, is restored bit for bit
+  afterwards, and so is every submodule's train/eval flag. (The paper's code lets the centroid
+  pass move the running statistics, which changes the teacher's eval-mode outputs before the
+  first fine-tuning step.)
 - ``"ema"``: Q^y starts as above and follows an exponential moving average of batch centroids;
   Q is clamped at 1e-8 before the log (the follow-up paper's choice).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.data.batch import as_batch, require_fields
 from mcmi.losses.cmi import kl_to_centroids
 from mcmi.methods.base import Batch, Method, StepOutput, register_method
 from mcmi.metrics.cmi import CMIState
+from mcmi.models.base import FeatureModel, preserved_state
+from mcmi.models.wrap import infer_num_classes
 
 _Q_FLOOR = 1e-8
 
 
 @register_method("mcmi")
 class MCMI(Method):
-    """Fine-tunes ``model`` to maximize log-likelihood + ``lam`` * CMI (eq. 14)."""
+    """Fine-tunes ``model`` to maximize log-likelihood + ``lam`` * CMI (eq. 14).
+
+    ``model``: any ``nn.Module`` mapping images to logits. ``num_classes`` defaults to the
+    model's (a zoo model's ``num_classes``, else the width of its last ``nn.Linear``); pass it
+    for a model whose last ``nn.Linear`` is not its head. :meth:`prepare` checks it against the
+    logits.
+    """
 
     def __init__(
         self,
@@ -34,6 +49,7 @@ class MCMI(Method):
         centroids: str = "frozen",
         ema_momentum: float = 0.99,
         centroid_mode: str = "train",
+        num_classes: int | None = None,
     ) -> None:
         super().__init__(model)
         if lam < 0:
@@ -46,25 +62,32 @@ class MCMI(Method):
         self.policy = centroids
         self.ema_momentum = ema_momentum
         self.centroid_mode = centroid_mode
-        c = model.num_classes
+        c = _num_classes(model, num_classes)
         self.register_buffer("centroids", torch.full((c, c), 1.0 / c))
         self.register_buffer("prepared", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
-    def prepare(self, loader: Iterable[Batch]) -> None:
-        """Q^y of eq. 13 over one pass of ``loader``; the paper's code keeps the teacher in train mode."""
+    def prepare(self, loader: Iterable[Any]) -> None:
+        """Q^y of eq. 13 over one pass of ``loader`` (batches ``(x, y)``, ``(x, y, index)`` or
+        dicts); the paper's code keeps the teacher in train mode. The model's buffers (batch-norm
+        running statistics) and train/eval flags are restored afterwards: no side effect."""
         if bool(self.prepared):
             return  # resumed run: the checkpoint already holds the centroids
-        was_training = self.model.training
-        self.model.train(self.centroid_mode == "train")
         state = None
         device = self.centroids.device
-        for batch in loader:
-            logits = self.model(batch["image"].to(device))
-            if state is None:
-                state = CMIState.empty(logits.shape[1], device)
-            state.update_logits(logits.float(), batch["label"].to(device))
-        self.model.train(was_training)
+        c = self.centroids.shape[0]
+        with preserved_state(self.model):
+            self.model.train(self.centroid_mode == "train")
+            for raw in loader:
+                batch = as_batch(raw)
+                require_fields(batch, ("image", "label"), "MCMI.prepare")
+                logits = self.model(batch["image"].to(device))
+                if logits.dim() != 2 or logits.shape[1] != c:
+                    raise ValueError(f"MCMI: the model returns logits of shape {tuple(logits.shape)} "
+                                     f"but the centroids are for {c} classes (pass num_classes=)")
+                if state is None:
+                    state = CMIState.empty(c, device)
+                state.update_logits(logits.float(), batch["label"].to(device))
         if state is None:
             raise ValueError("MCMI.prepare got an empty loader: cannot compute class centroids")
         state.all_reduce()  # under DDP each rank saw a shard: Q^y is over the whole training set
@@ -101,3 +124,17 @@ class MCMI(Method):
         batch_q = sums[present] / counts[present, None]
         m = self.ema_momentum
         self.centroids[present] = m * self.centroids[present] + (1 - m) * batch_q
+
+
+def _num_classes(model: Any, given: int | None) -> int:
+    """The class count of MCMI's centroids: ``given``, else the model's own."""
+    n, source = infer_num_classes(model)
+    if given is not None:
+        if isinstance(model, FeatureModel) and n is not None and int(given) != n:
+            raise ValueError(f"MCMI: num_classes={given} but {type(model).__name__} has {n} classes "
+                             f"({source})")
+        n = int(given)
+    if n is None or n < 1:
+        raise ValueError(f"MCMI needs the number of classes: {type(model).__name__} has {source}; "
+                         "pass num_classes=")
+    return n
