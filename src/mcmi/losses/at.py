@@ -7,7 +7,10 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 
+
+@fp32_loss
 def attention_map(feature: Tensor, p: float = 2.0, eps: float = 1e-12) -> Tensor:
     """Spatial attention map of Zagoruyko & Komodakis (2017): ``mean_c |A_c|^p``, flattened to
     (N, H*W) and L2-normalized per sample."""
@@ -28,6 +31,7 @@ def _match_spatial(f_s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
     return f_s, F.adaptive_avg_pool2d(f_t, (hs, ws))
 
 
+@fp32_loss
 def at_loss(f_s: Tensor, f_t: Tensor, p: float = 2.0) -> Tensor:
     """Attention-transfer loss of one student/teacher feature pair (Zagoruyko & Komodakis, 2017):
     ``mean_{n, j} (Q_s[n, j] - Q_t[n, j])^2`` with ``Q = attention_map(., p)``.
@@ -42,6 +46,7 @@ def at_loss(f_s: Tensor, f_t: Tensor, p: float = 2.0) -> Tensor:
     return (attention_map(f_s, p) - attention_map(f_t, p)).pow(2).mean()
 
 
+@fp32_loss
 def at_loss_multi(feats_s: Sequence[Tensor], feats_t: Sequence[Tensor], p: float = 2.0) -> Tensor:
     """Sum of :func:`at_loss` over paired stages (Zagoruyko & Komodakis, 2017)."""
     if len(feats_s) == 0 or len(feats_s) != len(feats_t):

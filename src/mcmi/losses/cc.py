@@ -8,7 +8,10 @@ import math
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 
+
+@fp32_loss
 def rbf_taylor_correlation(feat: Tensor, gamma: float = 0.4, order: int = 2) -> Tensor:
     """Peng et al. (2019): the Gaussian RBF kernel ``exp(-gamma ||f_i - f_j||^2)`` of
     L2-normalized embeddings, approximated by its P-order Taylor expansion
@@ -28,6 +31,7 @@ def rbf_taylor_correlation(feat: Tensor, gamma: float = 0.4, order: int = 2) -> 
     return corr
 
 
+@fp32_loss
 def cc_loss(e_s: Tensor, e_t: Tensor, gamma: float = 0.4, order: int = 2) -> Tensor:
     """Correlation-congruence loss (Peng et al., 2019): mean squared difference of the
     student's and teacher's (N, N) correlation matrices, with the RBF/Taylor kernel of
@@ -46,6 +50,7 @@ def cc_loss(e_s: Tensor, e_t: Tensor, gamma: float = 0.4, order: int = 2) -> Ten
     )
 
 
+@fp32_loss
 def cc_loss_repdistiller(e_s: Tensor, e_t: Tensor) -> Tensor:
     """The correlation term as shipped in RepDistiller's ``Correlation`` (Tian et al., 2020, code
     credited to Peng et al.): with ``d_n = |e_s[n] - e_t[n]|``, the batch mean of

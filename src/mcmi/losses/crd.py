@@ -6,7 +6,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 
+
+@fp32_loss
 def contrast_scores(
     anchor: Tensor, candidates: Tensor, temperature: float, normalizer: Tensor | float
 ) -> Tensor:
@@ -34,6 +37,7 @@ def contrast_scores(
     return torch.exp(logits / temperature) / normalizer
 
 
+@fp32_loss
 def nce_loss(scores: Tensor, num_data: int, eps: float = 1e-7) -> Tensor:
     """CRD's NCE loss (Tian et al., 2020, eq. 18 as implemented by the authors) for one anchor side.
 
@@ -54,6 +58,7 @@ def nce_loss(scores: Tensor, num_data: int, eps: float = 1e-7) -> Tensor:
     return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
 
 
+@fp32_loss
 def crd_loss(student_anchor_scores: Tensor, teacher_anchor_scores: Tensor, num_data: int) -> Tensor:
     """CRD's symmetric objective (Tian et al., 2020): NCE with the student embedding as anchor
     against the teacher memory, plus NCE with the teacher embedding as anchor against the student

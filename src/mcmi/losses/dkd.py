@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
+
 
 def _binary_log_probs(logits: Tensor, target: Tensor) -> Tensor:
     """log [p_target, 1 - p_target] of softmax(logits), stably via log-sum-exp."""
@@ -21,6 +23,7 @@ def _non_target_logits(logits: Tensor, target: Tensor) -> Tensor:
     return logits[keep].view(logits.shape[0], logits.shape[1] - 1)
 
 
+@fp32_loss
 def dkd_terms(
     student_logits: Tensor, teacher_logits: Tensor, target: Tensor, temperature: float = 4.0
 ) -> tuple[Tensor, Tensor]:
@@ -50,6 +53,7 @@ def dkd_terms(
     return tckd * temperature**2, nckd * temperature**2
 
 
+@fp32_loss
 def dkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 
+
+@fp32_loss
 def hint_loss(student_hint: Tensor, teacher_hint: Tensor) -> Tensor:
     """FitNets (Romero et al., 2015) hint loss: mean squared error between the regressed student
     feature and the teacher's hint feature.

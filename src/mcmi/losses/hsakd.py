@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 from mcmi.losses.kd import kd_loss
 
 NUM_ROTATIONS = 4
@@ -37,6 +38,7 @@ def rotate_batch(images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, 
     return rotated, joint
 
 
+@fp32_loss
 def aux_ce_loss(aux_logits: Sequence[Tensor], joint_labels: Tensor) -> Tensor:
     """Teacher-side HSAKD loss (Yang et al., 2021): sum over auxiliary heads of the cross-entropy
     against the joint (class x rotation) labels."""
@@ -47,6 +49,7 @@ def aux_ce_loss(aux_logits: Sequence[Tensor], joint_labels: Tensor) -> Tensor:
     )
 
 
+@fp32_loss
 def hsakd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,

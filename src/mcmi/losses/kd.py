@@ -4,7 +4,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 
+
+@fp32_loss
 def soft_target_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
     """Eq. 20: ``-(1/N) sum_n P_tar(x_n) . log P_s(x_n)``; one-hot targets give plain cross-entropy."""
     if logits.shape != target_probs.shape:
@@ -12,6 +15,7 @@ def soft_target_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
+@fp32_loss
 def kd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,

@@ -6,7 +6,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 
+
+@fp32_loss
 def cosine_conditional_probs(feat: Tensor, eps: float = 1e-7) -> Tensor:
     """PKT's conditional probabilities (Passalis & Tefas, 2018) from the cosine-similarity kernel:
     ``K_ij = (cos(f_i, f_j) + 1) / 2`` and ``P_{j|i} = K_ij / sum_j K_ij`` (rows sum to 1)."""
@@ -16,6 +19,7 @@ def cosine_conditional_probs(feat: Tensor, eps: float = 1e-7) -> Tensor:
     return k / k.sum(dim=1, keepdim=True)
 
 
+@fp32_loss
 def pkt_loss(f_s: Tensor, f_t: Tensor, eps: float = 1e-7) -> Tensor:
     """PKT loss (Passalis & Tefas, 2018): KL divergence between the teacher's and the student's
     conditional probability distributions,

@@ -8,7 +8,10 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 
+
+@fp32_loss
 def hcl_loss_single(f_s: Tensor, f_t: Tensor, levels: Sequence[int] = (4, 2, 1)) -> Tensor:
     """Hierarchical context loss of one feature pair (Chen et al., 2021, Sec. 3.3): the MSE of the
     full maps plus the MSEs of their ``l x l`` average-pooled versions for each ``l`` in
@@ -31,6 +34,7 @@ def hcl_loss_single(f_s: Tensor, f_t: Tensor, levels: Sequence[int] = (4, 2, 1))
     return loss / total
 
 
+@fp32_loss
 def hcl_loss(
     feats_s: Sequence[Tensor], feats_t: Sequence[Tensor], levels: Sequence[int] = (4, 2, 1)
 ) -> Tensor:

@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 
+
+@fp32_loss
 def pairwise_distances(e: Tensor, eps: float = 1e-12) -> Tensor:
     """Euclidean distance matrix (N, N) of the rows of ``e``; squared distances are clamped at
     ``eps`` before the square root (finite gradients) and the diagonal is exactly 0."""
@@ -25,6 +28,7 @@ def _normalized_distances(e: Tensor, eps: float) -> Tensor:
     return d / positive.mean()
 
 
+@fp32_loss
 def rkd_distance_loss(f_s: Tensor, f_t: Tensor, eps: float = 1e-12) -> Tensor:
     """RKD-D (Park et al., 2019): Huber (smooth-L1, delta 1) loss between the student's and the
     teacher's pairwise distances, each divided by its mean over distinct pairs. Mean over all
@@ -34,6 +38,7 @@ def rkd_distance_loss(f_s: Tensor, f_t: Tensor, eps: float = 1e-12) -> Tensor:
     return F.smooth_l1_loss(s, t)
 
 
+@fp32_loss
 def angle_matrix(e: Tensor) -> Tensor:
     """(N, N, N) cosines ``<u_ij, u_ik>`` with ``u_ij`` the unit vector from ``e_i`` to ``e_j``
     (0 where j = i or k = i)."""
@@ -42,12 +47,14 @@ def angle_matrix(e: Tensor) -> Tensor:
     return u @ u.transpose(1, 2)
 
 
+@fp32_loss
 def rkd_angle_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
     """RKD-A (Park et al., 2019): Huber loss between the student's and teacher's angle cosines of
     all triplets, mean over the N^3 entries. ``f_t`` is detached."""
     return F.smooth_l1_loss(angle_matrix(f_s.flatten(1)), angle_matrix(f_t.detach().flatten(1)))
 
 
+@fp32_loss
 def rkd_loss(
     f_s: Tensor,
     f_t: Tensor,

@@ -6,7 +6,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 
+
+@fp32_loss
 def similarity_matrix(feat: Tensor) -> Tensor:
     """Tung & Mori (2019): ``G = Q Q^T`` of the flattened (N, C*H*W) activations, each
     row L2-normalized."""
@@ -14,6 +17,7 @@ def similarity_matrix(feat: Tensor) -> Tensor:
     return F.normalize(q @ q.t(), p=2, dim=1)
 
 
+@fp32_loss
 def sp_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
     """Similarity-preserving loss (Tung & Mori, 2019): ``||G_t - G_s||_F^2 / N^2``.
 

@@ -7,12 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.losses._precision import fp32_loss
 
+
+@fp32_loss
 def vid_variance(log_scale: Tensor, eps: float = 1e-5) -> Tensor:
     """Per-channel variance ``softplus(log_scale) + eps`` of VID's heteroscedastic Gaussian."""
     return F.softplus(log_scale) + eps
 
 
+@fp32_loss
 def vid_loss(pred_mean: Tensor, target: Tensor, log_scale: Tensor, eps: float = 1e-5) -> Tensor:
     """VID (Ahn et al., 2019), up to the constant 0.5 log 2 pi: the Gaussian negative
     log-likelihood of the teacher feature ``t`` under ``N(mu(s), sigma^2)``,

@@ -18,12 +18,33 @@ nested in a checkpoint dict, found by its ``aux_heads.`` keys), an :class:`HSAKD
 :class:`~mcmi.methods.hsakd.AuxiliaryHeads`. The heads are rebuilt from the teacher model
 (stage channels and sizes at ``image_shape``) and loaded strictly, so a head file of another
 teacher architecture is an error, not a silent mismatch.
+
+Two forms of heads, option ``heads`` of both methods:
+
+- ``"authors"`` (default of ``hsakd_teacher``): the HSAKD authors' heads (their code,
+  github.com/winycg/HSAKD, ``models/*.py``: ``Auxiliary_Classifier``): each head is a fresh copy
+  of the backbone's later stages (the last head: the last stage again, at stride 1), the
+  backbone's pre-pooling tail, global average pooling and a linear layer; see
+  :mod:`mcmi.methods.hsakd_heads` for the stages of each zoo family (ResNets, Wide ResNets, VGG,
+  MobileNetV2, ShuffleNetV1/V2). For any other model (e.g. one made with :func:`mcmi.wrap`, the
+  ImageNet MobileNetV2, an MLP), or a zoo model that does not expose the maps those heads read,
+  they cannot be built: the light heads are used instead, with a warning, and
+  ``aux_heads.spec["requested"]`` records it.
+- ``"light"``: model-agnostic conv stacks (:class:`AuxiliaryHead`), the only form before; much
+  cheaper (a 3x3 conv-BN-ReLU per halving of the resolution, width ``max_head_width`` at most).
+
+``hsakd``'s ``heads`` defaults to the form of the ``teacher_heads`` it is given (their keys tell:
+``heads.<i>.extractor.*`` authors, ``heads.<i>.body.*`` light), so head files trained before the
+authors' form existed keep working, with light heads for the student too; naming a form that
+differs from the file's is an error. Resuming a checkpoint whose heads are of the other form
+fails with a message naming the option to set.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +53,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mcmi.io import torch_save
 from mcmi.losses.hsakd import NUM_ROTATIONS, aux_ce_loss, hsakd_loss, rotate_batch
-from mcmi.methods.base import Batch, Distiller, Method, StepOutput, register_method
+from mcmi.methods.base import (
+    Batch,
+    Distiller,
+    Method,
+    StepOutput,
+    register_method,
+    require_features,
+)
+from mcmi.methods.hsakd_heads import HeadsUnavailable, HSAKDHeads, build_authors_heads
 from mcmi.methods.modules import make_config, spatial_sizes
 from mcmi.models.base import FeatureModel, Features, probe_features
 
 HEADS_PREFIX = "aux_heads."
+HEAD_FORMS = ("authors", "light")
 
 
 # ---------------------------------------------------------------------- HSAKD's auxiliary heads
@@ -47,8 +78,9 @@ class AuxiliaryHead(nn.Module):
     conv3x3-BN-ReLU, global average pooling and a linear layer to ``num_outputs`` (= 4 x classes,
     the joint class x rotation labels).
 
-    The authors' heads reuse the backbone's own residual blocks; these plain conv stacks are a
-    simplification that works for every model of the zoo.
+    The light form (``heads="light"``): the authors' heads reuse the backbone's own later stages
+    (:mod:`mcmi.methods.hsakd_heads`, the default); these plain conv stacks are a simplification
+    that works for every model.
     """
 
     def __init__(
@@ -79,13 +111,17 @@ class AuxiliaryHead(nn.Module):
         return self.fc(self.body(x).mean(dim=(2, 3)))
 
 
-class AuxiliaryHeads(nn.Module):
-    """HSAKD's hierarchy of auxiliary heads, one per stage map (Yang et al., 2021).
+class AuxiliaryHeads(HSAKDHeads):
+    """HSAKD's hierarchy of auxiliary heads in the light form, one :class:`AuxiliaryHead` per
+    stage map (Yang et al., 2021).
 
     Built from the stage channels and spatial sizes; ``width`` defaults to the last stage's
-    channels capped at ``max_width``. ``forward(maps)`` returns one logit tensor per head.
+    channels capped at ``max_width``. ``forward(maps)`` returns one logit tensor per head; the
+    maps are ``Features.stages[map_indices]`` (default ``stages[1:]``, see :meth:`select`).
     The constructor arguments are stored in ``spec`` so a saved state can be checked against it.
     """
+
+    form = "light"
 
     def __init__(
         self,
@@ -94,8 +130,8 @@ class AuxiliaryHeads(nn.Module):
         num_outputs: int,
         width: int | None = None,
         max_width: int = 512,
+        map_indices: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
         if len(in_channels) != len(sizes) or len(in_channels) == 0:
             raise ValueError(
                 f"need one size per stage: {len(in_channels)} channels, {len(sizes)} sizes"
@@ -106,24 +142,52 @@ class AuxiliaryHeads(nn.Module):
         for c, (h, w) in zip(in_channels, sizes):
             n_down = max(0, round(math.log2(max(min(h, w), 1) / max(final, 1))))
             heads.append(AuxiliaryHead(c, width, n_down, num_outputs))
-        self.heads = nn.ModuleList(heads)
-        self.spec = {
+        indices = range(1, len(heads) + 1) if map_indices is None else map_indices
+        super().__init__(heads, list(indices), {
             "in_channels": list(in_channels),
             "sizes": [tuple(s) for s in sizes],
             "num_outputs": num_outputs,
             "width": width,
-        }
-
-    def forward(self, maps: Sequence[Tensor]) -> list[Tensor]:
-        if len(maps) != len(self.heads):
-            raise ValueError(f"expected {len(self.heads)} stage maps, got {len(maps)}")
-        return [head(m) for head, m in zip(self.heads, maps)]
+        })
 
 
 def build_aux_heads(
+    model: FeatureModel,
+    image_shape: tuple[int, ...] = (3, 32, 32),
+    max_width: int = 512,
+    form: str = "authors",
+) -> HSAKDHeads:
+    """HSAKD heads for ``model``, ``4 * num_classes`` outputs each, in ``form`` (module
+    docstring): ``"authors"`` (:func:`~mcmi.methods.hsakd_heads.build_authors_heads`; where they
+    cannot be built, the light heads with a warning) or ``"light"`` (:func:`light_heads`)."""
+    if form not in HEAD_FORMS:
+        raise ValueError(f"HSAKD heads must be one of {list(HEAD_FORMS)}, got {form!r}")
+    if form == "light":
+        return light_heads(model, image_shape, max_width)
+    try:
+        heads: HSAKDHeads = build_authors_heads(model, tuple(image_shape))
+    except HeadsUnavailable as why:
+        warnings.warn(
+            f"HSAKD: the authors' heads cannot be built for {type(model).__name__} ({why}); "
+            "using the light heads (set heads='light' to choose them and silence this)",
+            stacklevel=2,
+        )
+        heads = light_heads(model, image_shape, max_width)
+        heads.spec["requested"] = "authors"
+    ref = next(iter(model.parameters()), None)
+    return heads.to(ref.device) if ref is not None else heads
+
+
+def light_heads(
     model: FeatureModel, image_shape: tuple[int, ...] = (3, 32, 32), max_width: int = 512
 ) -> AuxiliaryHeads:
-    """HSAKD heads for ``model``: one per entry of ``stages[1:]``, ``4 * num_classes`` outputs."""
+    """Light HSAKD heads for ``model``: one per entry of ``stages[1:]``.
+
+    ``stages[1:]`` are, for most zoo families, the maps the authors' heads read (their
+    backbones' ``is_feat`` lists: e.g. the 12/16/48/160-channel maps of MobileNetV2, the raw
+    residual sums of Wide ResNets; VGG's differ, see :mod:`mcmi.methods.hsakd_heads`). The
+    heads' width is the model's pooled width capped at ``max_width``, as the authors' heads end
+    at the backbone's final width (1280 for MobileNetV2, 1024 for ShuffleNetV2)."""
     probe = probe_features(model, image_shape)
     maps = probe.stages[1:]
     if not maps:
@@ -132,6 +196,7 @@ def build_aux_heads(
         [m.shape[1] for m in maps],
         spatial_sizes(maps),
         NUM_ROTATIONS * model.num_classes,
+        width=min(max_width, model.num_features),
         max_width=max_width,
     )
 
@@ -156,7 +221,7 @@ def _find_heads_state(obj: Any) -> dict[str, Tensor] | None:
 
 def load_heads_state(source: Any) -> dict[str, Tensor]:
     """A heads state dict from a path, a (nested) state dict, an :class:`HSAKDTeacher` or heads."""
-    if isinstance(source, AuxiliaryHeads):
+    if isinstance(source, HSAKDHeads):
         return source.state_dict()
     if isinstance(source, HSAKDTeacher):
         return source.aux_heads.state_dict()
@@ -178,16 +243,46 @@ def load_heads_state(source: Any) -> dict[str, Tensor]:
     return state
 
 
+def heads_form_of(state: Mapping[str, Any]) -> str | None:
+    """The form of saved heads (``"authors"``, ``"light"``) from their keys, or None."""
+    keys = [k for k in state if isinstance(k, str)]
+    if any(".extractor." in k for k in keys):
+        return "authors"
+    if any(".body." in k for k in keys):
+        return "light"
+    return None
+
+
+def check_heads_form(state: Mapping[str, Any], heads: HSAKDHeads, what: str, option: str) -> None:
+    """A clear error when ``state`` holds heads of another form than ``heads``."""
+    saved = heads_form_of(state)
+    if saved is not None and saved != heads.form:
+        raise ValueError(
+            f"{what} holds HSAKD heads of the {saved!r} form, but these heads are of the "
+            f"{heads.form!r} form: set {option}={saved!r} to use them"
+            + (" (the authors' heads cannot be built for this model)"
+               if heads.spec.get("requested") == "authors" else "")
+        )
+
+
+def _heads_part(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {k[len(HEADS_PREFIX):]: v for k, v in state.items()
+            if isinstance(k, str) and k.startswith(HEADS_PREFIX)}
+
+
 @dataclass
 class HSAKDTeacherConfig:
     """Teacher-side HSAKD: cross-entropy of every head against the joint labels (weight 1 each,
     the authors' ``train_teacher_cifar.py``); with an unfrozen backbone, plus the backbone's CE on
-    the unrotated images. ``max_head_width`` caps the heads' width (e.g. MobileNetV2's 1280)."""
+    the unrotated images. ``heads``: ``"authors"`` (the authors' heads, default) or ``"light"``
+    (see the module docstring). ``max_head_width`` caps the light heads' width (e.g. MobileNetV2's
+    1280)."""
 
     freeze_backbone: bool = True
     aux_weight: float = 1.0
     ce_weight: float = 1.0
     max_head_width: int = 512
+    heads: str = "authors"
 
 
 @register_method("hsakd_teacher")
@@ -202,9 +297,12 @@ class HSAKDTeacher(Method):
     def __init__(
         self, model: FeatureModel, image_shape: tuple[int, ...] = (3, 32, 32), **options
     ) -> None:
+        require_features(self, model, "model")
         super().__init__(model)
         self.cfg = make_config(HSAKDTeacherConfig, options, "hsakd_teacher")
-        self.aux_heads = build_aux_heads(model, image_shape, self.cfg.max_head_width)
+        self.aux_heads = build_aux_heads(
+            model, image_shape, self.cfg.max_head_width, self.cfg.heads
+        )
         if self.cfg.freeze_backbone:
             self.model.requires_grad_(False)
             self.model.eval()
@@ -221,23 +319,29 @@ class HSAKDTeacher(Method):
         if self.cfg.freeze_backbone:
             with torch.no_grad():
                 feats = self.model.forward_features(x)
-            stages = [m.detach() for m in feats.stages[1:]]
+            stages = [m.detach() for m in self.aux_heads.select(feats.stages)]
         else:
             feats = self.model.forward_features(x)
-            stages = list(feats.stages[1:])
+            stages = self.aux_heads.select(feats.stages)
         losses = {"aux_ce": self.cfg.aux_weight * aux_ce_loss(self.aux_heads(stages), y)}
         logits = feats.logits[0::NUM_ROTATIONS]
         if not self.cfg.freeze_backbone:
             losses["ce"] = self.cfg.ce_weight * F.cross_entropy(logits, batch["label"])
         return StepOutput(logits, losses)
 
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        check_heads_form(_heads_part(state_dict), self.aux_heads, "the checkpoint",
+                         "method_args.heads")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def heads_state_dict(self) -> dict[str, Tensor]:
         """The heads' weights, keys prefixed ``aux_heads.`` (read by :func:`load_heads_state`)."""
         return {HEADS_PREFIX + k: v.detach().cpu() for k, v in self.aux_heads.state_dict().items()}
 
     def save_heads(self, path: str | os.PathLike) -> None:
-        """Write :meth:`heads_state_dict` with ``torch.save`` (loads with ``weights_only=True``)."""
-        torch.save(self.heads_state_dict(), path)
+        """Write :meth:`heads_state_dict` with ``torch.save``, atomically (loads with
+        ``weights_only=True``)."""
+        torch_save(path, self.heads_state_dict())
 
 
 class TeacherWithHeads(FeatureModel):
@@ -247,7 +351,7 @@ class TeacherWithHeads(FeatureModel):
     mode, no gradients, not checkpointed). ``forward_features`` is the backbone's;
     :meth:`aux_logits` runs the heads."""
 
-    def __init__(self, backbone: FeatureModel, heads: AuxiliaryHeads) -> None:
+    def __init__(self, backbone: FeatureModel, heads: HSAKDHeads) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = heads
@@ -263,19 +367,22 @@ class TeacherWithHeads(FeatureModel):
         return self.backbone.forward_features(x)
 
     def aux_logits(self, feats: Features) -> list[Tensor]:
-        return self.heads(feats.stages[1:])
+        return self.heads(self.heads.select(feats.stages))
 
 
 @dataclass
 class HSAKDConfig:
     """Student-side HSAKD, the authors' ``train_student_cifar.py``: CE on the unrotated images
     (weight 1) + the KL terms of :func:`~mcmi.losses.hsakd.hsakd_loss` at T = 3 with weight 1
-    (the MCMI paper's A.8.2: gamma = 1)."""
+    (the MCMI paper's A.8.2: gamma = 1). ``heads``: the form of the student's heads and of the
+    teacher's rebuilt ones, ``"authors"`` or ``"light"``; None (default): the form the
+    ``teacher_heads`` were saved in (see the module docstring)."""
 
     ce_weight: float = 1.0
     hsakd_weight: float = 1.0
     temperature: float = 3.0
     max_head_width: int = 512
+    heads: str | None = None
 
 
 @register_method("hsakd")
@@ -297,13 +404,26 @@ class HSAKD(Distiller):
         **weights,
     ) -> None:
         cfg = make_config(HSAKDConfig, weights, "hsakd")
+        require_features("HSAKD", student, "student")
+        require_features("HSAKD", teacher, "teacher")
         if teacher_heads is None:
             raise ValueError(
                 "HSAKD needs the teacher's trained auxiliary heads: train them with the "
                 "'hsakd_teacher' method and pass teacher_heads=<checkpoint path or state dict>"
             )
-        heads = build_aux_heads(teacher, image_shape, cfg.max_head_width)
+        if cfg.heads is not None and cfg.heads not in HEAD_FORMS:
+            raise ValueError(f"hsakd: heads must be one of {list(HEAD_FORMS)} or None, got {cfg.heads!r}")
         state = load_heads_state(teacher_heads)
+        saved = heads_form_of(state)
+        form = cfg.heads or saved or "authors"
+        if cfg.heads is not None and saved is not None and saved != cfg.heads:
+            raise ValueError(
+                f"hsakd: heads={cfg.heads!r} but teacher_heads hold heads of the {saved!r} form; "
+                f"pass heads={saved!r} (or leave it unset), or train {cfg.heads!r} heads with "
+                "'hsakd_teacher'"
+            )
+        heads = build_aux_heads(teacher, image_shape, cfg.max_head_width, form)
+        check_heads_form(state, heads, "teacher_heads", "heads")
         try:
             heads.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -312,7 +432,8 @@ class HSAKD(Distiller):
             ) from None
         super().__init__(student, TeacherWithHeads(teacher, heads))
         self.cfg = cfg
-        self.aux_heads = build_aux_heads(student, image_shape, cfg.max_head_width)
+        self.heads_form = form
+        self.aux_heads = build_aux_heads(student, image_shape, cfg.max_head_width, form)
         if len(self.aux_heads.heads) != len(heads.heads):
             raise ValueError(
                 "HSAKD pairs heads one to one: student has "
@@ -320,11 +441,16 @@ class HSAKD(Distiller):
                 f"the stem, teacher {len(heads.heads)}"
             )
 
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        check_heads_form(_heads_part(state_dict), self.aux_heads, "the checkpoint",
+                         "method_args.heads")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
         cfg = self.cfg
         x, _ = rotate_batch(batch["image"])
         fs = self.student.forward_features(x)
-        s_aux = self.aux_heads(fs.stages[1:])
+        s_aux = self.aux_heads(self.aux_heads.select(fs.stages))
         with torch.no_grad():
             ft = self.teacher_forward(x)
             t_aux = self.teacher.aux_logits(ft)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mcmi.losses._precision import fp32_loss
 from mcmi.losses.kd import kd_loss
 
 C = TypeVar("C")
@@ -124,7 +125,12 @@ class LinearEmbed(nn.Module):
 
 class NormalizedEmbed(LinearEmbed):
     """CRD's embedding head (Tian et al., 2020): linear projection, then L2 normalization, so
-    inner products with memory rows are cosine similarities."""
+    inner products with memory rows are cosine similarities.
 
+    Computed in float32 under any autocast context (:func:`~mcmi.losses._precision.fp32_loss`):
+    the embeddings are scored against the float32 memory bank at temperature 0.07, where a bf16
+    rounding of the unit vectors (2^-8 relative) would move ``exp(<a, m> / T)`` by several %."""
+
+    @fp32_loss
     def forward(self, x: Tensor) -> Tensor:
         return F.normalize(self.linear(x.flatten(1)), p=2, dim=1)
