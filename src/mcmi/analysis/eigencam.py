@@ -16,8 +16,9 @@ O v_1 = s_1 u_1 (h*w values), reshaped to (h, w). No class and no gradient enter
 - Display: upsampled bilinearly to the image size, then min-max normalized to [0, 1] per image
   (a constant map becomes zeros). No ReLU is applied.
 
-The maps come from ``model.forward_features(x).stages[stage]`` (default: the last stage, the map
-that is pooled), so no hooks are needed.
+The maps come from ``model.forward_features(x).stages[stage]`` (default: the last stage, the
+reference code's last feature map: see :class:`~mcmi.models.base.Features`; for most models the
+map that is pooled), so no hooks are needed.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mcmi.models._util import conv_bn_act, global_avg_pool, init_weights_
+from mcmi.models._util import global_avg_pool, init_weights_
 from mcmi.models.base import FeatureModel, Features, register_model
 
 # expansion t, output channels c, repeats n, first stride s (RepDistiller's CIFAR setting)
@@ -25,7 +25,7 @@ SETTING = [
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 ]
-# Feature stages end after these groups (indices into ``blocks``); the 1x1 head joins the last.
+# Feature stages end after these groups (indices into ``blocks``): RepDistiller's f1..f4.
 STAGE_ENDS = (1, 2, 4, 6)
 
 
@@ -65,9 +65,11 @@ class CifarMobileNetV2(FeatureModel):
     """MobileNetV2 for 32x32 inputs.
 
     ``Features.stages`` = [stem (16x16), after group 1 (16x16), group 2 (8x8), group 4 (4x4),
-    group 6 + 1x1 head (2x2)]; these are RepDistiller's feature points except the last, which is
-    the head's output (the map that is pooled) rather than the 320*w-channel bottleneck before it.
-    Bottleneck outputs are linear, so there ``preact`` equals ``stages``.
+    group 6 (2x2)]: RepDistiller's ``[f0, f1, f2, f3, f4]`` (16, 12, 16, 48, 160 channels for
+    ``mobile_half``), the last one the 320*w-channel bottleneck before the 1x1 head, the map
+    ReviewKD's ABF and HSAKD's heads read. ``pooled`` = the pooled 1x1 head (1280 channels,
+    RepDistiller's ``f5``). Bottleneck outputs are linear and RepDistiller's ``preact=True``
+    returns the same list, so ``preact`` equals ``stages``.
     """
 
     def __init__(self, num_classes: int, expand: int = 6, width: float = 0.5) -> None:
@@ -84,29 +86,25 @@ class CifarMobileNetV2(FeatureModel):
                 group.append(InvertedResidual(in_ch, out_ch, s if j == 0 else 1, t))
                 in_ch = out_ch
             self.blocks.append(nn.Sequential(*group))
-            if i in STAGE_ENDS[:-1]:
+            if i in STAGE_ENDS:
                 stage_channels.append(out_ch)
         self.last_channel = int(1280 * width) if width > 1.0 else 1280
         self.conv2 = conv_bn_relu(in_ch, self.last_channel, 1)
         self.classifier = nn.Linear(self.last_channel, num_classes)
-        self.stage_channels = stage_channels + [self.last_channel]
+        self.stage_channels = stage_channels
         self.num_features = self.last_channel
         self.num_classes = num_classes
         init_weights_(self, linear_std=0.01)
 
     def forward_features(self, x: Tensor) -> Features:
-        x, pre = conv_bn_act(self.conv1, x)
-        stages, preact = [x], [pre]
+        x = self.conv1(x)
+        stages = [x]
         for i, group in enumerate(self.blocks):
             x = group(x)
-            if i in STAGE_ENDS[:-1]:
+            if i in STAGE_ENDS:
                 stages.append(x)
-                preact.append(x)
-        x, pre = conv_bn_act(self.conv2, x)
-        stages.append(x)
-        preact.append(pre)
-        pooled = global_avg_pool(x)
-        return Features(self.classifier(pooled), stages, preact, pooled)
+        pooled = global_avg_pool(self.conv2(x))
+        return Features(self.classifier(pooled), stages, list(stages), pooled)
 
 
 @register_model("mobilenetv2")

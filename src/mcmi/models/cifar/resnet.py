@@ -65,8 +65,10 @@ class CifarResNet(FeatureModel):
     """CIFAR ResNet of depth ``6n + 2``: stem conv-BN-ReLU, three stages of ``n`` BasicBlocks
     (strides 1, 2, 2), global average pooling, linear classifier.
 
-    ``Features.stages`` = [stem, stage1, stage2, stage3] (32x32, 32x32, 16x16, 8x8 for CIFAR);
-    ``preact`` holds the same maps before their final ReLU (the stem's BN output for the stem).
+    ``Features.stages`` = [stem, stage1, stage2, stage3] (32x32, 32x32, 16x16, 8x8 for CIFAR), as
+    RepDistiller's ``[f0, f1, f2, f3]`` (``f4``, the pooled vector, is ``pooled``); ``preact``
+    holds the stage maps before their final ReLU and, as RepDistiller's ``preact=True`` list,
+    the post-ReLU stem.
     """
 
     def __init__(self, depth: int, widths: tuple[int, int, int, int], num_classes: int) -> None:
@@ -92,9 +94,8 @@ class CifarResNet(FeatureModel):
         init_weights_(self)
 
     def forward_features(self, x: Tensor) -> Features:
-        pre = self.bn1(self.conv1(x))
-        x = F.relu(pre)
-        stages, preact = [x], [pre]
+        x = F.relu(self.bn1(self.conv1(x)))
+        stages, preact = [x], [x]
         for stage in (self.layer1, self.layer2, self.layer3):
             x, pre = run_stage(stage, x)
             stages.append(x)

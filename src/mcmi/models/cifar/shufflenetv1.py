@@ -53,7 +53,9 @@ class ShuffleUnit(nn.Module):
 
 class CifarShuffleNetV1(FeatureModel):
     """ShuffleNet V1 for 32x32 inputs. ``Features.stages`` = [stem (32x32), stage1 (16x16),
-    stage2 (8x8), stage3 (4x4)]; ``preact`` = the same before their final ReLU."""
+    stage2 (8x8), stage3 (4x4)] (RepDistiller's ``[f0, f1, f2, f3]``; ``f4`` is ``pooled``);
+    ``preact`` = the stage maps before their final ReLU, after the post-ReLU stem (RepDistiller's
+    ``preact=True`` list)."""
 
     def __init__(
         self,
@@ -82,9 +84,8 @@ class CifarShuffleNetV1(FeatureModel):
         self.num_classes = num_classes
 
     def forward_features(self, x: Tensor) -> Features:
-        pre = self.bn1(self.conv1(x))
-        x = F.relu(pre)
-        stages, preact = [x], [pre]
+        x = F.relu(self.bn1(self.conv1(x)))
+        stages, preact = [x], [x]
         for layer in (self.layer1, self.layer2, self.layer3):
             for unit in layer[:-1]:
                 x = unit(x)

@@ -44,10 +44,12 @@ class BasicUnit(nn.Module):
         return torch.channel_shuffle(torch.cat([x1, pre.relu_()], dim=1), 2)
 
     def forward_preact(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(output, output with the branch's last ReLU left out), in the same channel order."""
+        """(output, RepDistiller's ``preact``): the concatenation with the branch's last ReLU
+        left out, *not* shuffled (RepDistiller shuffles only the output), so its channels are a
+        permutation of the output's."""
         x1, pre = self._branch_preact(x)
         out = torch.channel_shuffle(torch.cat([x1, F.relu(pre)], dim=1), 2)
-        return out, torch.channel_shuffle(torch.cat([x1, pre], dim=1), 2)
+        return out, torch.cat([x1, pre], dim=1)
 
 
 class DownUnit(nn.Module):
@@ -73,10 +75,12 @@ class DownUnit(nn.Module):
 class CifarShuffleNetV2(FeatureModel):
     """ShuffleNet V2 for 32x32 inputs.
 
-    ``Features.stages`` = [stem (32x32), stage1 (16x16), stage2 (8x8), stage3 + 1x1 head (4x4)]:
-    the last entry is the head's output (the map that is pooled) rather than the stage-3 map before
-    it (RepDistiller's last feature point). In stages 1-2 ``preact`` is the output with the last
-    unit's final branch ReLU left out, shuffled like the output (RepDistiller leaves it unshuffled).
+    ``Features.stages`` = [stem (32x32), stage1 (16x16), stage2 (8x8), stage3 (4x4)]:
+    RepDistiller's ``[f0, f1, f2, f3]`` (24, 116, 232, 464 channels), the last one the stage-3 map
+    before the 1x1 head, which ReviewKD's ABF and HSAKD's heads read; ``pooled`` = the pooled
+    1x1 head (1024 channels, RepDistiller's ``f4``). ``preact`` = RepDistiller's ``preact=True``
+    list: the post-ReLU stem, then each stage's last unit with its final branch ReLU left out,
+    concatenated but not shuffled (the reference shuffles only the output).
     """
 
     def __init__(
@@ -97,25 +101,20 @@ class CifarShuffleNetV2(FeatureModel):
         self.layer1, self.layer2, self.layer3 = layers
         self.conv2, self.bn2 = _conv_bn(in_ch, out_channels[3], 1)
         self.classifier = nn.Linear(out_channels[3], num_classes)
-        self.stage_channels = [24, out_channels[0], out_channels[1], out_channels[3]]
+        self.stage_channels = [24, *out_channels[:3]]
         self.num_features = out_channels[3]
         self.num_classes = num_classes
 
     def forward_features(self, x: Tensor) -> Features:
-        pre = self.bn1(self.conv1(x))
-        x = F.relu(pre)
-        stages, preact = [x], [pre]
-        for layer in (self.layer1, self.layer2):
+        x = F.relu(self.bn1(self.conv1(x)))
+        stages, preact = [x], [x]
+        for layer in (self.layer1, self.layer2, self.layer3):
             for unit in layer[:-1]:
                 x = unit(x)
             x, pre = layer[-1].forward_preact(x)
             stages.append(x)
             preact.append(pre)
-        pre = self.bn2(self.conv2(self.layer3(x)))
-        x = F.relu(pre)
-        stages.append(x)
-        preact.append(pre)
-        pooled = global_avg_pool(x)
+        pooled = global_avg_pool(F.relu(self.bn2(self.conv2(x))))
         return Features(self.classifier(pooled), stages, preact, pooled)
 
 

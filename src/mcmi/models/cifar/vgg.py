@@ -44,7 +44,10 @@ class CifarVGG(FeatureModel):
 
     Blocks 0-3 are each followed by 2x2 max-pooling except that, as in RepDistiller, the pooling
     after block 3 is applied only to inputs of height >= 64 (so a 32x32 input ends at 4x4).
-    ``Features.stages`` = the five block outputs after their final ReLU and before pooling.
+    ``Features.stages`` = the five block outputs after their final ReLU and before pooling
+    (RepDistiller's ``[f0, ..., f4]``; ``f5``, the pooled vector, is ``pooled``); ``preact`` =
+    the same before that ReLU, except the first (block 0), post-ReLU in RepDistiller's
+    ``preact=True`` list too.
     """
 
     def __init__(self, cfg: list[list[int]], num_classes: int) -> None:
@@ -70,7 +73,7 @@ class CifarVGG(FeatureModel):
             pre = block(x)
             x = F.relu(pre)
             stages.append(x)
-            preact.append(pre)
+            preact.append(pre if i > 0 else x)
         pooled = global_avg_pool(x)
         return Features(self.classifier(pooled), stages, preact, pooled)
 

@@ -61,11 +61,14 @@ class NetworkBlock(nn.Module):
 class WideResNet(FeatureModel):
     """WRN-depth-widen for 32x32 inputs.
 
-    The blocks are pre-activation, so a group's output is a raw residual sum; each stage's
-    feature is that sum after the BN-ReLU that follows it (the next group's first ``bn1``, or the
-    final ``bn1``), computed once and reused by the next group. Like RepDistiller's
-    ``preact=True`` maps, ``preact`` holds these sums after that BN and before the ReLU.
-    ``stages`` = [stem conv output (no BN/ReLU follows it inside the stem), group1, group2, group3].
+    The blocks are pre-activation, so a group's output is a raw residual sum, followed by the
+    BN-ReLU that opens the next group (its first block's ``bn1``) or the final ``bn1``.
+    As RepDistiller's and mdistiller's ``WideResNet`` (``forward(x, is_feat=True,
+    preact=False)``): ``stages`` = [stem conv output (no BN/ReLU inside the stem), raw residual
+    sums of group1, group2, group3]; ``preact`` = [stem, those sums after the BN that follows
+    them, before its ReLU] (their ``preact=True`` list: ``block2.layer[0].bn1(f1)``,
+    ``block3.layer[0].bn1(f2)``, ``bn1(f3)``). That BN-ReLU is computed once and reused by the
+    next group; ``pooled`` is the average of ``relu(bn1(group3))``.
     """
 
     def __init__(self, depth: int, widen: int, num_classes: int, drop_rate: float = 0.0) -> None:
@@ -89,7 +92,7 @@ class WideResNet(FeatureModel):
         x = self.conv1(x)
         stages, preact = [x], [x]
         groups = (self.block1, self.block2, self.block3)
-        # BN that ends each group's feature = the first bn1 of the next group, or the final bn1.
+        # BN that follows each group's sum = the first bn1 of the next group, or the final bn1.
         end_bns = (self.block2.layer[0].bn1, self.block3.layer[0].bn1, self.bn1)
         act: Tensor | None = None
         for group, end_bn in zip(groups, end_bns):
@@ -100,7 +103,7 @@ class WideResNet(FeatureModel):
                     x = block(x)
             pre = end_bn(x)
             act = F.relu(pre)
-            stages.append(act)
+            stages.append(x)
             preact.append(pre)
         pooled = global_avg_pool(act)
         return Features(self.classifier(pooled), stages, preact, pooled)

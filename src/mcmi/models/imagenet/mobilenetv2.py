@@ -25,8 +25,9 @@ SETTING = [
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 ]
-# Feature stages end after the groups with 24, 32 and 96 channels; the last one is the head.
-STAGE_END_GROUPS = (1, 2, 4)
+# Feature stages end after the groups with 24, 32, 96 and 320 channels: the feature points of
+# RepDistiller's CIFAR MobileNetV2 (its f1..f4), as in this zoo's CIFAR MobileNetV2.
+STAGE_END_GROUPS = (1, 2, 4, 6)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -70,9 +71,11 @@ class ImageNetMobileNetV2(FeatureModel):
     """MobileNetV2 for 224x224 inputs (any size divisible by 32 works).
 
     ``Features.stages`` = [stem (1/2), after the 24-channel group (1/4), the 32-channel group
-    (1/8), the 96-channel group (1/16), the 320-channel group + 1x1 head (1/32)] -- the same
-    feature points as the CIFAR MobileNetV2 of this zoo. Bottleneck outputs are linear, so there
-    ``preact`` equals ``stages``; for the stem and the head it is the BN output before ReLU6.
+    (1/8), the 96-channel group (1/16), the 320-channel group (1/32)] -- the same feature points
+    as the CIFAR MobileNetV2 of this zoo (RepDistiller's ``f0..f4``; no reference code gives
+    feature lists for this torchvision network). ``pooled`` = the pooled 1x1 head (1280).
+    Bottleneck outputs are linear, so there ``preact`` equals ``stages``; for the stem it is the
+    BN output before ReLU6.
     """
 
     def __init__(self, num_classes: int, width: float = 1.0, dropout: float = 0.2) -> None:
@@ -94,7 +97,7 @@ class ImageNetMobileNetV2(FeatureModel):
         self.features = nn.Sequential(*features)
         self.dropout = nn.Dropout(p=dropout)
         self.classifier = nn.Linear(self.last_channel, num_classes)
-        self.stage_channels = stage_channels + [self.last_channel]
+        self.stage_channels = stage_channels
         self.num_features = self.last_channel
         self.num_classes = num_classes
         init_weights_(self, linear_std=0.01)
@@ -108,10 +111,7 @@ class ImageNetMobileNetV2(FeatureModel):
             if i in self._stage_ends:
                 stages.append(x)
                 preact.append(x)
-        x, pre = conv_bn_act(self.features[-1], x, F.relu6)
-        stages.append(x)
-        preact.append(pre)
-        pooled = global_avg_pool(x)
+        pooled = global_avg_pool(self.features[-1](x))
         return Features(self.classifier(self.dropout(pooled)), stages, preact, pooled)
 
 

@@ -54,10 +54,13 @@ class ImageNetResNet(FeatureModel):
     """7x7/2 stem conv-BN-ReLU, 3x3/2 max-pool, four stages (strides 1, 2, 2, 2), global average
     pooling, linear classifier.
 
-    ``Features.stages`` = [stem before the max-pool (1/2 resolution, as mdistiller's ImageNet
-    ResNet), stage1 (1/4), stage2 (1/8), stage3 (1/16), stage4 (1/32)]; ``preact`` = the same
-    before their final ReLU. ``small_input=True`` swaps the stem for a 3x3 stride-1 conv without
-    max-pooling (the CIFAR variant: stages at 1, 1, 1/2, 1/4, 1/8).
+    ``Features.stages`` = [stem before the max-pool (1/2 resolution), stage1 (1/4), stage2 (1/8),
+    stage3 (1/16), stage4 (1/32)]; ``preact`` = the same before their final ReLU: mdistiller's
+    ImageNet ResNet (``mdistiller/models/imagenet/resnet.py``: ``feats`` and ``preact_feats``).
+    ``small_input=True`` swaps the stem for a 3x3 stride-1 conv without max-pooling (the CIFAR
+    variant, RepDistiller's ``resnetv2.py``: stages at 1, 1, 1/2, 1/4, 1/8); its ``preact``
+    then starts, as RepDistiller's ``preact=True`` list ``[f0, f1_pre, ...]``, with the
+    post-ReLU stem.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class ImageNetResNet(FeatureModel):
         small_input: bool = False,
     ) -> None:
         super().__init__()
+        self.small_input = small_input
         if small_input:  # CIFAR stem (RepDistiller's resnetv2): 3x3 stride 1, no max-pool
             self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
             self.maxpool: nn.Module = nn.Identity()
@@ -100,7 +104,7 @@ class ImageNetResNet(FeatureModel):
     def forward_features(self, x: Tensor) -> Features:
         pre = self.bn1(self.conv1(x))
         x = F.relu(pre)
-        stages, preact = [x], [pre]
+        stages, preact = [x], [x if self.small_input else pre]
         x = self.maxpool(x)
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             x, pre = run_stage(stage, x)
