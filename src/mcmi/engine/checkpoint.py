@@ -97,17 +97,16 @@ def save_checkpoint(
 LATER_META_KEYS = frozenset({"normalization"})
 
 
-def load_checkpoint(
+def read_torch_file(
     path: str | os.PathLike,
-    expected: Mapping[str, Any] | None = None,
     map_location: Any = "cpu",
     weights_only: bool = True,
-) -> dict[str, Any]:
-    """Read and validate a checkpoint written by :func:`save_checkpoint`.
+    safe_globals: tuple[Any, ...] = (),
+) -> Any:
+    """``torch.load`` of any torch file, every failure a :class:`CheckpointError` naming the file.
 
-    ``expected`` maps keys of the checkpoint's ``meta`` dict (e.g. ``model``, ``num_classes``,
-    ``method``) to required values; any difference raises :class:`CheckpointError` (a key of
-    :data:`LATER_META_KEYS` that the checkpoint does not record is not compared).
+    ``safe_globals``: classes that ``weights_only`` loading may rebuild besides tensors and
+    containers (e.g. the ``argparse.Namespace`` other toolkits store beside their weights).
     """
     path = Path(path)
     if not path.is_file():
@@ -115,7 +114,8 @@ def load_checkpoint(
     if path.stat().st_size == 0:
         raise CheckpointError(path, "empty file (a write was interrupted?)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=weights_only)
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location=map_location, weights_only=weights_only)
     except Exception as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
         unsafe = [ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler" in ln]
@@ -128,7 +128,18 @@ def load_checkpoint(
         else:
             reason = f"truncated, corrupt or not a torch file ({type(e).__name__}: {msg})"
         raise CheckpointError(path, reason) from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+
+
+def is_mcmi_checkpoint(state: Any) -> bool:
+    """Whether a loaded object carries the mark of :func:`save_checkpoint`."""
+    return isinstance(state, dict) and state.get("format") == FORMAT
+
+
+def check_checkpoint(
+    path: str | os.PathLike, state: Any, expected: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate a loaded object as an mcmi checkpoint (see :func:`load_checkpoint`); return it."""
+    if not is_mcmi_checkpoint(state):
         what = (
             f"a {type(state).__name__}"
             if not isinstance(state, dict)
@@ -152,6 +163,22 @@ def load_checkpoint(
         if wrong:
             raise CheckpointError(path, "checkpoint of another run: " + ", ".join(wrong))
     return state
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    expected: Mapping[str, Any] | None = None,
+    map_location: Any = "cpu",
+    weights_only: bool = True,
+) -> dict[str, Any]:
+    """Read and validate a checkpoint written by :func:`save_checkpoint`.
+
+    ``expected`` maps keys of the checkpoint's ``meta`` dict (e.g. ``model``, ``num_classes``,
+    ``method``) to required values; any difference raises :class:`CheckpointError` (a key of
+    :data:`LATER_META_KEYS` that the checkpoint does not record is not compared).
+    """
+    state = read_torch_file(path, map_location, weights_only)
+    return check_checkpoint(path, state, expected)
 
 
 def load_latest_checkpoint(

@@ -1,4 +1,5 @@
-"""Model zoo: ``create_model(name, num_classes)``; every model implements :class:`FeatureModel`."""
+"""Model zoo: ``create_model(name, num_classes)``; every model implements :class:`FeatureModel`.
+``load_model(path)`` reads any weight file: mcmi's, RepDistiller/mdistiller's, torchvision's, safetensors."""
 from mcmi.models.base import (
     MODELS,
     FeatureModel,
@@ -10,6 +11,7 @@ from mcmi.models.base import (
 )
 from mcmi.models import mlp  # noqa: F401  (registers)
 from mcmi.models import cifar, imagenet  # noqa: F401  (registers)
+from mcmi.models.io import load_model
 
 __all__ = [
     "MODELS",
@@ -18,5 +20,6 @@ __all__ = [
     "count_parameters",
     "create_model",
     "list_models",
+    "load_model",
     "register_model",
 ]
