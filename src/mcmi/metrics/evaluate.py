@@ -1,15 +1,18 @@
-"""One-pass evaluation of a model: accuracy, LL (eq. 5), CMI (eq. 12), per-class CMI and the
+"""One-pass evaluation of a model: accuracy (top-1, top-5), LL (eq. 5), CMI (eq. 12), per-class
+CMI, expected calibration error (ECE, 15 bins: :mod:`mcmi.metrics.calibration`) and the
 confusion matrix (per-class accuracy, accuracy on a subset of classes: the zero-shot protocol of
 the paper's Sec. 6.2 / A.11, which reports the dropped and the kept classes separately)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from mcmi.data.batch import as_batch, require_fields
+from mcmi.metrics.calibration import CalibrationState
 from mcmi.metrics.cmi import CMIState
 
 
@@ -49,6 +52,8 @@ class EvalResult:
     per_class_cmi: list[float] = field(default_factory=list)
     confusion: Tensor | None = None  # (C, C) int64 on the CPU; rows: true class, columns: prediction
     entropy: float = math.nan  # mean output entropy (nats)
+    top5: float = math.nan  # top-5 accuracy; NaN with fewer than 5 classes
+    ece: float = math.nan  # expected calibration error, 15 equal-width bins (Guo et al. 2017)
 
     @property
     def per_class_accuracy(self) -> list[float]:
@@ -62,7 +67,7 @@ class EvalResult:
 
     def as_dict(self, per_class: bool = False) -> dict:
         d = {"accuracy": self.accuracy, "log_likelihood": self.log_likelihood, "cmi": self.cmi,
-             "entropy": self.entropy, "n": self.n}
+             "entropy": self.entropy, "top5": self.top5, "ece": self.ece, "n": self.n}
         if per_class:
             d["per_class_cmi"] = self.per_class_cmi
             d["per_class_accuracy"] = self.per_class_accuracy
@@ -72,13 +77,14 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    loader: Iterable[Mapping[str, Tensor]],
+    loader: Iterable[Any],
     num_classes: int,
     device: torch.device | str = "cpu",
     temperature: float = 1.0,
     distributed: bool = False,
 ) -> EvalResult:
-    """Accuracy, LL, CMI and confusion matrix of ``model`` over ``loader`` (dict batches with
+    """Accuracy (top-1, top-5), LL, CMI, ECE and confusion matrix of ``model`` over ``loader``
+    (``(x, y)`` or ``(x, y, index)`` batches, as a torch ``DataLoader`` yields, or dicts with
     ``image``, ``label``).
 
     Exact, single pass, memory independent of the data set size (see :class:`CMIState`; the
@@ -89,18 +95,23 @@ def evaluate(
     was_training = model.training
     model.eval()
     state = CMIState.empty(num_classes, device)
+    calibration = CalibrationState(num_classes, device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device)
     try:
-        for batch in loader:
+        for raw in loader:
+            batch = as_batch(raw)
+            require_fields(batch, ("label",), "evaluate")
             logits = model(batch["image"].to(device, non_blocking=True))
             labels = batch["label"].to(device)
             state.update_logits(logits.float(), labels, temperature)
+            calibration.update_logits(logits.float(), labels, temperature)
             flat = labels.long() * num_classes + logits.argmax(1)
             confusion += torch.bincount(flat, minlength=num_classes * num_classes).to(confusion.dtype)
     finally:
         model.train(was_training)
     if distributed:
         state.all_reduce()
+        calibration.all_reduce()
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
@@ -114,4 +125,6 @@ def evaluate(
         per_class_cmi=[float(v) for v in pc],
         confusion=confusion.round().long().reshape(num_classes, num_classes).cpu(),
         entropy=state.mean_entropy(),
+        top5=calibration.topk_accuracy(),
+        ece=calibration.ece(),
     )
