@@ -85,6 +85,14 @@ def test_variants_end_to_end_report(tmp_path, tiny_npz):
     # a rerun trains nothing and keeps the evaluations
     _, outcomes, _ = run_teacher_variants(cfg)
     assert {o.result for o in outcomes} == {"skipped"}
+    # the teachers' train figures name their view; the other view re-evaluates them (paper's script)
+    assert "the unaugmented training set (view train-plain" in text
+    plain = json.loads((out / "teachers/resnet8/mll/teacher_eval.json").read_text())
+    cfg.teacher_eval_view = "train-augmented"
+    _, _, report = run_teacher_variants(cfg, report_only=True)
+    ev = json.loads((out / "teachers/resnet8/mll/teacher_eval.json").read_text())
+    assert ev["view"] == "train-augmented" and ev["view_seed"] == 0 and ev["train"]["cmi"] != plain["train"]["cmi"]
+    assert "view train-augmented: every image once" in report.read_text()
 
 
 def test_teacher_size_view_pairs_each_arch_with_its_own_mll_teacher(tmp_path, tiny_npz):

@@ -16,10 +16,14 @@ __all__ = ["EvalData", "class_index", "collect_logits", "load_eval_data", "load_
 
 @dataclass
 class EvalData:
-    """One split of a task, unaugmented, with the normalization of its training set."""
+    """One split of a task, with the normalization of its training set: unaugmented, or (the
+    training set in view ``train-augmented``, :mod:`mcmi.metrics.train_view`) each image once
+    through the training augmentation drawn from ``view_seed``."""
 
     dataset: Any  # ImageDataset
     stats: tuple[Sequence[float], Sequence[float]]  # (mean, std)
+    view: str | None = None  # the training set's view (train-plain | train-augmented); None: the test set
+    view_seed: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -31,22 +35,37 @@ class EvalData:
 
     def loader(self, indices: Tensor | None = None, batch_size: int = 256, device: torch.device | str = "cpu"):
         from mcmi.data import TensorLoader
+        from mcmi.metrics.train_view import train_view_loader
 
+        if self.view is not None:
+            return train_view_loader(self.dataset, self.view, batch_size, device=device, stats=self.stats,
+                                     seed=self.view_seed, indices=indices)
         return TensorLoader(self.dataset, batch_size, shuffle=False, augment=False, device=device,
                             indices=indices, stats=self.stats)
 
+    def describe(self) -> str:
+        """What the models are measured on, in words (the training set names its view)."""
+        from mcmi.metrics.train_view import describe_view
+
+        return "the test set (unaugmented)" if self.view is None else describe_view(self.view, self.view_seed)
+
 
 def load_eval_data(name: str, root: str | None = None, split: str = "test",
-                   class_groups: list[list[int]] | None = None) -> EvalData:
+                   class_groups: list[list[int]] | None = None, augment: bool = False, seed: int = 0) -> EvalData:
     """Split ``split`` of data set ``name`` (with ``class_groups`` when the models were trained on
-    such a task), normalized with its training set's statistics, as in training."""
+    such a task), normalized with its training set's statistics, as in training; the training set
+    unaugmented, or with ``augment`` in view ``train-augmented`` (draws from ``seed``)."""
     from mcmi.data import dataset_stats
     from mcmi.data.datasets import normalize_split
     from mcmi.experiments.train import DataSpec, load_datasets
 
     train, test = load_datasets(DataSpec(name=name, root=root, class_groups=class_groups))
     st = dataset_stats(train, root=root)
-    return EvalData(train if normalize_split(split) == "train" else test, (st.mean, st.std))
+    if normalize_split(split) != "train":
+        if augment:
+            raise ValueError("augment is the train-augmented view of the training set: use it with split 'train'")
+        return EvalData(test, (st.mean, st.std))
+    return EvalData(train, (st.mean, st.std), "train-augmented" if augment else "train-plain", int(seed))
 
 
 def load_models(checkpoints: Mapping[str, str], num_classes: int, device: torch.device | str = "cpu",
@@ -109,6 +128,10 @@ def add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--data", required=True, help="data set name (cifar100, cifar10-partial, tinyimagenet100-32px, npz, ...)")
     p.add_argument("--root", help="data folder or file where the data set needs one")
     p.add_argument("--split", default=split, choices=["train", "test"], help=f"default: {split}")
+    p.add_argument("--augment", action="store_true", help="with --split train: each image once through the training "
+                   "augmentation, models in eval mode (view train-augmented, the paper's analysis script); default: "
+                   "unaugmented (train-plain)")
+    p.add_argument("--augment-seed", type=int, default=0, help="seed of the --augment draws (default 0)")
     p.add_argument("--class-groups", help="the task the models were trained on, as YAML, e.g. '[[0,1,2,3,4],[5,6,7,8,9]]'")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
@@ -120,4 +143,5 @@ def data_from_args(args: argparse.Namespace) -> tuple[EvalData, torch.device]:
     from mcmi.experiments.train import resolve_device
 
     groups = yaml.safe_load(args.class_groups) if args.class_groups else None
-    return load_eval_data(args.data, args.root, args.split, groups), resolve_device(args.device)
+    return (load_eval_data(args.data, args.root, args.split, groups, args.augment, args.augment_seed),
+            resolve_device(args.device))

@@ -54,16 +54,19 @@ def per_class_cmi_table(per_class: Mapping[str, Sequence[float]], class_names: S
 
 def per_class_report(checkpoints: Mapping[str, str], data: str, out: str | Path, root: str | None = None,
                      split: str = "train", k: int = 10, device: str = "auto", batch_size: int = 256,
-                     class_groups: list[list[int]] | None = None, command: str = "") -> Path:
-    """Evaluate every teacher on ``split`` (default: the unaugmented training set, where the paper
-    measures its teachers' CMI) and write ``out/per_class_cmi.md`` and ``per_class_cmi.json``."""
+                     class_groups: list[list[int]] | None = None, command: str = "", augment: bool = False,
+                     augment_seed: int = 0) -> Path:
+    """Evaluate every teacher on ``split`` (default: the training set, where the paper measures its
+    teachers' CMI; unaugmented, or with ``augment`` the view ``train-augmented`` of the paper's
+    analysis script, :mod:`mcmi.metrics.train_view`) and write ``out/per_class_cmi.md`` and
+    ``per_class_cmi.json``; both name the view."""
     from mcmi.analysis.common import load_eval_data, load_models
     from mcmi.experiments.train import resolve_device
     from mcmi.io import write_json, write_text
     from mcmi.metrics import evaluate
 
     dev = resolve_device(device)
-    ev = load_eval_data(data, root, split, class_groups)
+    ev = load_eval_data(data, root, split, class_groups, augment, augment_seed)
     results = {}
     for name, model in load_models(checkpoints, ev.num_classes, dev, ev.stats).items():
         results[name] = evaluate(model, ev.loader(None, batch_size, dev), ev.num_classes, dev)
@@ -72,11 +75,13 @@ def per_class_report(checkpoints: Mapping[str, str], data: str, out: str | Path,
     overall = "\n".join(f"- {n}: CMI {r.cmi:.4f} nats, LL {r.log_likelihood:.4f}, accuracy {100 * r.accuracy:.2f}% "
                         f"(`{checkpoints[n]}`)" for n, r in results.items())
     text = (f"# Per-class CMI on {data} ({split}, {len(ev.dataset)} images, {ev.num_classes} classes)\n\n"
-            f"CMI(f, Y=y) of paper A.3 in nats, sorted by the first model ({next(iter(results))}).\n\n"
+            f"CMI(f, Y=y) of paper A.3 in nats, sorted by the first model ({next(iter(results))}), on "
+            f"{ev.describe()}.\n\n"
             f"{overall}\n\n{table}\n" + (f"\nCommand: `{command}`\n" if command else ""))
     out = Path(out)
     write_json(out / "per_class_cmi.json", {
-        "data": data, "split": split, "classes": ev.class_names,
+        "data": data, "split": split, "view": ev.view, "view_seed": ev.view_seed if ev.view == "train-augmented" else None,
+        "classes": ev.class_names,
         "models": {n: {"checkpoint": checkpoints[n], **r.as_dict(per_class=True)} for n, r in results.items()}})
     return write_text(out / "per_class_cmi.md", text)
 
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     path = per_class_report(parse_named(args.checkpoints, ("MLL", "MCMI")), args.data, args.out, args.root, args.split,
                             args.k, args.device, args.batch_size,
                             yaml.safe_load(args.class_groups) if args.class_groups else None,
-                            command="mcmi analyze per-class " + command)
+                            command="mcmi analyze per-class " + command, augment=args.augment,
+                            augment_seed=args.augment_seed)
     print(path.read_text())
     return 0

@@ -167,9 +167,11 @@ def temperature_figure(checkpoints: Mapping[str, str], data: str, out: str | Pat
                        split: str = "train", temperatures: Sequence[float] = PAPER_TEMPERATURES,
                        device: str = "auto", batch_size: int = 256, class_groups: list[list[int]] | None = None,
                        students: Mapping[str, Mapping[tuple[float, float], Sequence[str]]] | None = None,
-                       which: str = "best") -> dict:
-    """Sweep every teacher over ``temperatures`` on ``split`` (default: the unaugmented training
-    set, where the paper measures its teachers' CMI) and write ``out/temperature.{png,pdf,json}``.
+                       which: str = "best", augment: bool = False, augment_seed: int = 0) -> dict:
+    """Sweep every teacher over ``temperatures`` on ``split`` (default: the training set, where the
+    paper measures its teachers' CMI; unaugmented, or with ``augment`` the view ``train-augmented``
+    of the paper's analysis script, :mod:`mcmi.metrics.train_view`; ``temperature.json`` names
+    the view) and write ``out/temperature.{png,pdf,json}``.
     With ``students`` (teacher name -> (T_t, T_s) -> KD run folders), also
     ``out/fig1_<name>.{png,pdf}`` from the runs with T_t = T_s, and ``out/fig8.{png,pdf}`` when
     some run has T_s != T_t."""
@@ -178,7 +180,7 @@ def temperature_figure(checkpoints: Mapping[str, str], data: str, out: str | Pat
     from mcmi.io import write_json
 
     dev = resolve_device(device)
-    ev = load_eval_data(data, root, split, class_groups)
+    ev = load_eval_data(data, root, split, class_groups, augment, augment_seed)
     sweeps = {}
     for name, model in load_models(checkpoints, ev.num_classes, dev, ev.stats).items():
         logits, labels = collect_logits(model, ev.loader(None, batch_size, dev), dev)
@@ -194,7 +196,8 @@ def temperature_figure(checkpoints: Mapping[str, str], data: str, out: str | Pat
     if any(tt != ts for grid in student_acc.values() for tt, ts in grid):
         figures += plot_student_temperature_grid(student_acc, Path(out) / "fig8",
                                                  f"KD students vs $(T^t, T^s)$, {data}")
-    res = {"data": data, "split": split, "n": len(ev.dataset), "checkpoints": dict(checkpoints), "sweeps": sweeps,
+    res = {"data": data, "split": split, "view": ev.view, "measured_on": ev.describe(), "n": len(ev.dataset),
+           "checkpoints": dict(checkpoints), "sweeps": sweeps,
            "student_accuracy": {k: {f"{tt:g}/{ts:g}": v for (tt, ts), v in sorted(d.items())}
                                 for k, d in student_acc.items()},
            "figures": [str(p) for p in figures]}
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     res = temperature_figure(parse_named(args.checkpoints, ("MLL", "MCMI")), args.data, args.out, args.root, args.split,
                              temps, args.device, args.batch_size,
                              yaml.safe_load(args.class_groups) if args.class_groups else None,
-                             _parse_students(args.student), args.which)
+                             _parse_students(args.student), args.which, args.augment, args.augment_seed)
     for name, rows in res["sweeps"].items():
         print(name + ": " + "  ".join(f"T={r['temperature']:g} CMI={r['cmi']:.4f} LL={r['log_likelihood']:.3f}"
                                       for r in rows))

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from mcmi.losses.dkd import dkd_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
 from mcmi.methods.modules import make_config, warmup_factor
+from mcmi.methods.pair_defaults import PairDefault
 
 
 @dataclass
@@ -17,7 +18,8 @@ class DKDConfig:
     linear warm-up over 20 epochs. The MCMI paper's A.8.2 says its weight was picked from
     {0.2, 1, 2, 4, 8} "consistent with the official implementation", i.e. beta per pair: see
     :data:`PAIR_DEFAULTS` (from mdistiller's ``configs/cifar100/dkd/*.yaml`` and
-    ``configs/imagenet/r34_r18/dkd.yaml``)."""
+    ``configs/imagenet/r34_r18/dkd.yaml``; for a Table 1 pair mdistiller has no config for, the
+    value of the nearest pair it has, flagged as such)."""
 
     ce_weight: float = 1.0
     alpha: float = 1.0
@@ -26,26 +28,50 @@ class DKDConfig:
     warmup: float = 20.0
 
 
-#: Per teacher/student pair overrides of mdistiller's DKD configs (zoo names of mcmi).
-PAIR_DEFAULTS: dict[tuple[str, str], dict[str, float]] = {
-    ("resnet56", "resnet20"): {"beta": 2.0},
-    ("resnet110", "resnet32"): {"beta": 2.0},
-    ("vgg13", "vgg8"): {"beta": 6.0},
-    ("vgg13", "mobilenetv2"): {"beta": 6.0},
-    ("wrn_40_2", "wrn_16_2"): {"beta": 6.0},
-    ("wrn_40_2", "wrn_40_1"): {"beta": 6.0},
-    ("resnet32x4", "resnet8x4"): {"beta": 8.0},
-    ("resnet32x4", "shufflenetv1"): {"beta": 8.0},
-    ("resnet32x4", "shufflenetv2"): {"beta": 8.0},
-    ("wrn_40_2", "shufflenetv1"): {"beta": 8.0},
-    ("resnet50", "mobilenetv2"): {"beta": 8.0},
-    ("imagenet_resnet34", "imagenet_resnet18"): {"beta": 0.5, "temperature": 1.0, "warmup": 1.0},
+#: mdistiller (megvii-research/mdistiller, commit a08d46f), the DKD authors' code.
+_MD = "mdistiller configs/cifar100/dkd/"
+_MD_DEFAULT = "no DKD section: mdistiller/engine/cfg.py CFG.DKD.BETA 8.0"
+
+#: The keys :data:`PAIR_DEFAULTS` sets; a pair it does not list keeps :class:`DKDConfig`'s values.
+PAIR_WEIGHT_KEYS = ("beta",)
+PAIR_CONFIG_CLASS = DKDConfig
+CLASS_DEFAULT_SOURCE = "DKDConfig default beta 8.0 (mdistiller/engine/cfg.py CFG.DKD.BETA)"
+
+#: DKD's beta per teacher/student pair (zoo names of mcmi): the paper's 12 CIFAR-100 Table 1
+#: pairs, mdistiller's other CIFAR-100 pair and its ImageNet pair. Pinned in tests/test_table1.py.
+PAIR_DEFAULTS: dict[tuple[str, str], PairDefault] = {
+    # same architecture family
+    ("resnet56", "resnet20"): PairDefault({"beta": 2.0}, True, _MD + "res56_res20.yaml (DKD.BETA: 2.0)"),
+    ("resnet110", "resnet20"): PairDefault(
+        {"beta": 2.0}, False, _MD + "res110_res32.yaml (DKD.BETA: 2.0)", ("resnet110", "resnet32"),
+        "the same teacher, a student of the same family (resnet56→resnet20, the same student, also 2.0)"),
+    ("resnet110", "resnet32"): PairDefault({"beta": 2.0}, True, _MD + "res110_res32.yaml (DKD.BETA: 2.0)"),
+    ("wrn_40_2", "wrn_16_2"): PairDefault({"beta": 6.0}, True, _MD + "wrn40_2_wrn_16_2.yaml (DKD.BETA: 6.0)"),
+    ("wrn_40_2", "wrn_40_1"): PairDefault({"beta": 6.0}, True, _MD + "wrn40_2_wrn_40_1.yaml (DKD.BETA: 6.0)"),
+    ("vgg13", "vgg8"): PairDefault({"beta": 6.0}, True, _MD + "vgg13_vgg8.yaml (DKD.BETA: 6.0)"),
+    ("resnet32x4", "resnet8x4"): PairDefault({"beta": 8.0}, True, _MD + f"res32x4_res8x4.yaml ({_MD_DEFAULT})"),
+    # different architectures
+    ("resnet50", "mobilenetv2"): PairDefault({"beta": 8.0}, True, _MD + f"res50_mv2.yaml ({_MD_DEFAULT})"),
+    ("resnet50", "vgg8"): PairDefault(
+        {"beta": 8.0}, False, _MD + f"res50_mv2.yaml ({_MD_DEFAULT})", ("resnet50", "mobilenetv2"),
+        "the same teacher, also across architectures (the authors' beta follows the teacher: 2 for "
+        "resnet56/110, 6 for vgg13, 8 for resnet32x4/resnet50; vgg13→vgg8, the same student, has 6.0)"),
+    ("resnet32x4", "shufflenetv1"): PairDefault({"beta": 8.0}, True, _MD + f"res32x4_shuv1.yaml ({_MD_DEFAULT})"),
+    ("resnet32x4", "shufflenetv2"): PairDefault({"beta": 8.0}, True, _MD + f"res32x4_shuv2.yaml ({_MD_DEFAULT})"),
+    ("wrn_40_2", "shufflenetv1"): PairDefault({"beta": 8.0}, True, _MD + f"wrn40_2_shuv1.yaml ({_MD_DEFAULT})"),
+    ("vgg13", "mobilenetv2"): PairDefault({"beta": 6.0}, True, _MD + "vgg13_mv2.yaml (DKD.BETA: 6.0)"),
+    # ImageNet
+    ("imagenet_resnet34", "imagenet_resnet18"): PairDefault(
+        {"beta": 0.5, "temperature": 1.0, "warmup": 1.0}, True,
+        "mdistiller configs/imagenet/r34_r18/dkd.yaml (DKD.BETA: 0.5, T: 1.0, WARMUP: 1)"),
 }
 
 
 def pair_defaults(teacher_name: str, student_name: str) -> dict[str, float]:
-    """DKD overrides for a (teacher, student) pair of zoo names; ``{}`` if not listed."""
-    return dict(PAIR_DEFAULTS.get((teacher_name, student_name), {}))
+    """DKD weights for a (teacher, student) pair of zoo names; ``{}`` if not listed (the entry's
+    source and official/nearest-pair flag: ``PAIR_DEFAULTS[(teacher, student)]``)."""
+    entry = PAIR_DEFAULTS.get((teacher_name, student_name))
+    return dict(entry.values) if entry is not None else {}
 
 
 @register_method("dkd")

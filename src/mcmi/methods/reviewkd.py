@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from mcmi.losses.reviewkd import hcl_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
 from mcmi.methods.modules import classification_terms, make_config, spatial_sizes, warmup_factor
+from mcmi.methods.pair_defaults import PairDefault
 from mcmi.models.base import probe_features
 
 
@@ -101,7 +102,8 @@ class ReviewKDConfig:
     (``CIFAR-100/script/reviewKD.sh``: 5.0 for five of its eight pairs) and mdistiller's
     ``configs/cifar100/reviewkd.yaml``; warm-up 20 epochs (``--kd-warm-up``); fusion width
     ``min(512, C)``. The MCMI paper's A.8.2 picks the weight from {0.6, 1, 5, 8} "consistent
-    with the official implementation": see :data:`PAIR_DEFAULTS`. ``student_preact`` uses the
+    with the official implementation": see :data:`PAIR_DEFAULTS` (official per-pair values, or
+    for a Table 1 pair the authors give none for, the nearest pair's, flagged). ``student_preact`` uses the
     student's pre-ReLU maps (mdistiller: False on CIFAR, True on ImageNet); the teacher side is
     always pre-ReLU, as in both codes."""
 
@@ -114,28 +116,78 @@ class ReviewKDConfig:
     temperature: float = 4.0
 
 
-#: Per teacher/student pair overrides from the ReviewKD authors' CIFAR-100 script and
-#: mdistiller's ImageNet config (zoo names of mcmi).
-PAIR_DEFAULTS: dict[tuple[str, str], dict[str, float | bool]] = {
-    ("resnet56", "resnet20"): {"reviewkd_weight": 0.6},
-    ("resnet110", "resnet32"): {"reviewkd_weight": 1.0},
-    ("resnet32x4", "resnet8x4"): {"reviewkd_weight": 5.0},
-    ("resnet32x4", "shufflenetv1"): {"reviewkd_weight": 5.0},
-    ("resnet32x4", "shufflenetv2"): {"reviewkd_weight": 8.0},
-    ("wrn_40_2", "wrn_16_2"): {"reviewkd_weight": 5.0},
-    ("wrn_40_2", "wrn_40_1"): {"reviewkd_weight": 5.0},
-    ("wrn_40_2", "shufflenetv1"): {"reviewkd_weight": 5.0},
-    ("imagenet_resnet34", "imagenet_resnet18"): {
-        "reviewkd_weight": 1.0,
-        "warmup": 1.0,
-        "student_preact": True,
-    },
+#: The ReviewKD authors' CIFAR-100 script (dvlab-research/ReviewKD, commit cede6ea): the
+#: ``--kd-loss-weight`` of each of its eight ``train.py`` lines.
+_RK = "ReviewKD CIFAR-100/script/reviewKD.sh"
+_RK_NEAREST_WIDE = ("no pair of VGG13 or ResNet50 in the authors' script; its widest teacher is resnet32x4 "
+                    "(64-256 channels; VGG13 has 64-512, ResNet50 256-2048), and its pairs use 5.0-8.0 where "
+                    "the thin resnet56/110 teachers (16-64 channels) use 0.6-1.0")
+
+#: The keys :data:`PAIR_DEFAULTS` sets; a pair it does not list keeps :class:`ReviewKDConfig`'s values.
+PAIR_WEIGHT_KEYS = ("reviewkd_weight",)
+PAIR_CONFIG_CLASS = ReviewKDConfig
+CLASS_DEFAULT_SOURCE = ("ReviewKDConfig default reviewkd_weight 5.0 (the value of five of the eight pairs of "
+                        "ReviewKD CIFAR-100/script/reviewKD.sh and of mdistiller configs/cifar100/reviewkd.yaml)")
+
+#: ReviewKD's loss weight per teacher/student pair (zoo names of mcmi): the paper's 12 CIFAR-100
+#: Table 1 pairs, the script's other pairs and mdistiller's ImageNet pair. Pinned in
+#: tests/test_table1.py.
+PAIR_DEFAULTS: dict[tuple[str, str], PairDefault] = {
+    # same architecture family
+    ("resnet56", "resnet20"): PairDefault(
+        {"reviewkd_weight": 0.6}, True, f"{_RK} (resnet20 <- resnet56: --kd-loss-weight 0.6)"),
+    ("resnet110", "resnet20"): PairDefault(
+        {"reviewkd_weight": 1.0}, False, f"{_RK} (resnet32 <- resnet110: --kd-loss-weight 1.0)",
+        ("resnet110", "resnet32"),
+        "the same teacher, a student of the same family (resnet56→resnet20, the same student, has 0.6)"),
+    ("resnet110", "resnet32"): PairDefault(
+        {"reviewkd_weight": 1.0}, True, f"{_RK} (resnet32 <- resnet110: --kd-loss-weight 1.0)"),
+    ("wrn_40_2", "wrn_16_2"): PairDefault(
+        {"reviewkd_weight": 5.0}, True, f"{_RK} (wrn-16-2 <- wrn-40-2: --kd-loss-weight 5.0)"),
+    ("wrn_40_2", "wrn_40_1"): PairDefault(
+        {"reviewkd_weight": 5.0}, True, f"{_RK} (wrn-40-1 <- wrn-40-2: --kd-loss-weight 5.0)"),
+    ("vgg13", "vgg8"): PairDefault(
+        {"reviewkd_weight": 5.0}, False, f"{_RK} (resnet8x4 <- resnet32x4: --kd-loss-weight 5.0)",
+        ("resnet32x4", "resnet8x4"),
+        f"a pair of the same family; {_RK_NEAREST_WIDE}; also mdistiller's only CIFAR-100 ReviewKD config "
+        "(configs/cifar100/reviewkd.yaml, REVIEWKD_WEIGHT 5.0)"),
+    ("resnet32x4", "resnet8x4"): PairDefault(
+        {"reviewkd_weight": 5.0}, True, f"{_RK} (resnet8x4 <- resnet32x4: --kd-loss-weight 5.0)"),
+    # different architectures
+    ("resnet50", "mobilenetv2"): PairDefault(
+        {"reviewkd_weight": 5.0}, False, f"{_RK} (shufflev1 <- resnet32x4: --kd-loss-weight 5.0)",
+        ("resnet32x4", "shufflenetv1"),
+        f"a ResNet teacher across architectures with a light student; {_RK_NEAREST_WIDE}; 5.0 is the value of "
+        "two of the authors' three cross-architecture pairs (8.0 only for resnet32x4→shufflenetv2)"),
+    ("resnet50", "vgg8"): PairDefault(
+        {"reviewkd_weight": 5.0}, False, f"{_RK} (shufflev1 <- resnet32x4: --kd-loss-weight 5.0)",
+        ("resnet32x4", "shufflenetv1"),
+        f"a ResNet teacher across architectures; {_RK_NEAREST_WIDE}; no VGG student in the script; 5.0 is the "
+        "value of two of the authors' three cross-architecture pairs (8.0 only for resnet32x4→shufflenetv2)"),
+    ("resnet32x4", "shufflenetv1"): PairDefault(
+        {"reviewkd_weight": 5.0}, True, f"{_RK} (shufflev1 <- resnet32x4: --kd-loss-weight 5.0)"),
+    ("resnet32x4", "shufflenetv2"): PairDefault(
+        {"reviewkd_weight": 8.0}, True, f"{_RK} (shufflev2 <- resnet32x4: --kd-loss-weight 8.0)"),
+    ("wrn_40_2", "shufflenetv1"): PairDefault(
+        {"reviewkd_weight": 5.0}, True, f"{_RK} (shufflev1 <- wrn-40-2: --kd-loss-weight 5.0)"),
+    ("vgg13", "mobilenetv2"): PairDefault(
+        {"reviewkd_weight": 5.0}, False, f"{_RK} (shufflev1 <- resnet32x4: --kd-loss-weight 5.0)",
+        ("resnet32x4", "shufflenetv1"),
+        f"across architectures with a light student; {_RK_NEAREST_WIDE}; 5.0 is the value of two of the "
+        "authors' three cross-architecture pairs (wrn_40_2→shufflenetv1 also 5.0)"),
+    # ImageNet
+    ("imagenet_resnet34", "imagenet_resnet18"): PairDefault(
+        {"reviewkd_weight": 1.0, "warmup": 1.0, "student_preact": True}, True,
+        "mdistiller configs/imagenet/r34_r18/reviewkd.yaml (REVIEWKD_WEIGHT: 1.0, WARMUP_EPOCHS: 1, "
+        "STU_PREACT: True)"),
 }
 
 
 def pair_defaults(teacher_name: str, student_name: str) -> dict[str, float | bool]:
-    """ReviewKD overrides for a (teacher, student) pair of zoo names; ``{}`` if not listed."""
-    return dict(PAIR_DEFAULTS.get((teacher_name, student_name), {}))
+    """ReviewKD weights for a (teacher, student) pair of zoo names; ``{}`` if not listed (the
+    entry's source and official/nearest-pair flag: ``PAIR_DEFAULTS[(teacher, student)]``)."""
+    entry = PAIR_DEFAULTS.get((teacher_name, student_name))
+    return dict(entry.values) if entry is not None else {}
 
 
 @register_method("reviewkd")
@@ -145,7 +197,12 @@ class ReviewKD(Distiller):
 
     Levels: ``stages[1:]`` plus the pooled vector as a 1x1 map, for both models (teacher:
     ``preact[1:]``); both models must have the same number of stages. Spatial sizes come from
-    one probe forward at ``image_shape``.
+    one probe forward at ``image_shape``. These are the authors' levels
+    (``CIFAR-100/model/reviewkd.py``: the student's ``is_feat`` list reversed, the stem falling
+    off the ABF zip; ``train.py``: the teacher's ``preact=True`` list from index 1), so the
+    student channels are their ``in_channels``: e.g. ``[12, 16, 48, 160, 1280]`` for
+    MobileNetV2, ``[116, 232, 464, 1024]`` for ShuffleNetV2, ``[16k, 32k, 64k, 64k]`` (raw
+    residual sums) for a WRN-d-k.
     """
 
     def __init__(

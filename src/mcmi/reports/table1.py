@@ -6,13 +6,18 @@ methods, columns are teacher-student pairs, each with an MLL and an MCMI column;
 the gain over MLL -- once for the best-epoch and once for the last-epoch top-1, with teacher
 accuracy, LL and CMI rows, and ``out/results.json`` with every number. When the data set is
 CIFAR-100 each cell also carries the paper's value (Table 1 means, Tables 10-11 MCMI spreads).
+
+Cells whose per-pair method weights (DKD's beta, ReviewKD's loss weight) are not the authors'
+config for that pair are marked: ``†`` the value of the nearest pair the authors give (named in a
+footnote with its source), ``‡`` the method's class default (the pair table does not list the
+pair, or ``use_pair_defaults`` is off). The teacher rows name the view of the training set their
+LL and CMI were measured in (:mod:`mcmi.metrics.train_view`).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import math
 import re
-import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -255,18 +260,11 @@ def arch_family(name: str) -> str:
 
 
 def git_commit() -> str | None:
-    """``git rev-parse HEAD`` of the source tree (marked when it has uncommitted changes)."""
-    root = Path(__file__).resolve().parents[3]
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=20)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = head.stdout.strip()
-    return commit + (" (with uncommitted changes)" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+    """``git rev-parse HEAD`` of the source tree (marked when it has uncommitted changes); None
+    outside a checkout (:func:`mcmi.engine.provenance.git_commit`)."""
+    from mcmi.engine.provenance import git_commit as commit
+
+    return commit()
 
 
 def _pct(x: Any) -> float | None:
@@ -287,6 +285,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _top5_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``best_top5`` / ``last_top5``: statistics of the runs' top-5 (None where none has one)."""
+    return {f"{which}_top5": _stats([r[f"{which}_top5"] for r in rows if r.get(f"{which}_top5") is not None])
+            for which in ("best", "last")}
 
 
 # ------------------------------------------------------------------------------------ collect
@@ -316,6 +320,11 @@ def collect_results(cfg, runs) -> dict[str, Any]:
                 "done": bool(s), "best_acc": _pct(s.get("best_acc")), "last_acc": _pct(s.get("last_acc")),
                 "best_epoch": s.get("best_epoch"), "train_acc": _pct(train.get("accuracy")),
                 "train_ll": train.get("log_likelihood"), "train_cmi": train.get("cmi"),
+                # test top-5 (summaries written before mcmi recorded it have none)
+                "best_top5": _pct(s.get("best_top5")), "last_top5": _pct(s.get("last_top5")),
+                # teacher_eval.json files without a view were computed unaugmented
+                "train_view": (ev.get("view") or "train-plain") if train else None,
+                "train_view_seed": ev.get("view_seed") if train else None,
             }
 
     students, baselines = [], []
@@ -327,7 +336,8 @@ def collect_results(cfg, runs) -> dict[str, Any]:
             continue
         row = {"run": run.key, "student": run.label("student"), "seed": int(run.label("seed")),
                "best_acc": _pct(s.get("best_acc")), "last_acc": _pct(s.get("last_acc")),
-               "best_epoch": s.get("best_epoch"), "epochs": s.get("epochs")}
+               "best_epoch": s.get("best_epoch"), "epochs": s.get("epochs"),
+               "best_top5": _pct(s.get("best_top5")), "last_top5": _pct(s.get("last_top5"))}
         if run.stage == "baseline":
             baselines.append(row)
         else:
@@ -342,6 +352,7 @@ def collect_results(cfg, runs) -> dict[str, Any]:
                 rows = [r for r in students if r["pair"] == pair.name and r["method"] == method and r["kind"] == kind]
                 cell[kind] = {which: _stats([r[f"{which}_acc"] for r in rows if r[f"{which}_acc"] is not None])
                               for which in ("best", "last")}
+                cell[kind].update(_top5_stats(rows))
             for which in ("best", "last"):
                 a, b = (cell.get(k, {}).get(which) for k in ("mll", "mcmi"))
                 cell[f"gain_{which}"] = b["mean"] - a["mean"] if a and b else None
@@ -352,12 +363,17 @@ def collect_results(cfg, runs) -> dict[str, Any]:
                 seeds = sorted(set(by_seed["mll"]) & set(by_seed["mcmi"]))
                 diffs = [by_seed["mcmi"][sd] - by_seed["mll"][sd] for sd in seeds]
                 cell[f"paired_{which}"] = {"seeds": seeds, "diffs": diffs, **(_stats(diffs) or {})} if diffs else None
+            w = method_weight_status(cfg, pair, method)
+            cell["weights"] = None if w is None else {
+                "status": w.status, "values": w.values, "source": w.source,
+                "source_pair": list(w.source_pair) if w.source_pair else None, "reason": w.reason}
             cells.setdefault(pair.name, {})[method] = cell
     base_cells = {}
     for student in dict.fromkeys(p.student for p in cfg.pairs):
         rows = [r for r in baselines if r["student"] == student]
         base_cells[student] = {which: _stats([r[f"{which}_acc"] for r in rows if r[f"{which}_acc"] is not None])
                                for which in ("best", "last")}
+        base_cells[student].update(_top5_stats(rows))
     return {
         "table": "paper Table 1 (student top-1 %, MLL vs MCMI teachers)",
         "data": to_dict(cfg.data), "status": status, "failures": failures,
@@ -366,7 +382,52 @@ def collect_results(cfg, runs) -> dict[str, Any]:
     }
 
 
+def method_weight_status(cfg, pair, method: str):
+    """How ``method``'s per-pair weights are set for ``pair`` in grid ``cfg``
+    (:func:`mcmi.methods.pair_defaults.pair_default_status`; the grid's own ``method_args`` and
+    ``pair_method_args`` are explicit and never marked), or None for methods without them."""
+    from mcmi.experiments.table1 import grid_method_args
+    from mcmi.methods.pair_defaults import pair_default_status
+
+    return pair_default_status(method, pair.teacher, pair.student, explicit=grid_method_args(cfg, pair, method),
+                               use_table=cfg.use_pair_defaults)
+
+
 # ------------------------------------------------------------------------------------ render
+FALLBACK_MARKS = {"nearest-pair": "†", "class-default": "‡"}
+
+
+def fallback_mark(cell: Mapping[str, Any]) -> str:
+    """``†`` / ``‡`` for a cell whose per-pair weights are a fallback (see the module notes)."""
+    return FALLBACK_MARKS.get(((cell.get("weights") or {}).get("status")) or "", "")
+
+
+def _value_text(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+
+
+def fallback_notes(cfg, res: Mapping[str, Any], pairs) -> list[str]:
+    """Footnotes of the marked cells of ``pairs``: the values, the source pair and file."""
+    notes = []
+    for p in pairs:
+        for method in cfg.methods:
+            w = (res["cells"][p.name][method].get("weights") or {})
+            mark = FALLBACK_MARKS.get(w.get("status") or "")
+            if not mark:
+                continue
+            name = METHOD_NAMES.get(method, method)
+            if w["status"] == "nearest-pair":
+                t, st = w["source_pair"]
+                notes.append(f"{mark} {name}, {p.teacher}→{p.student}: {_value_text(w['values'])}. The authors give no "
+                             f"config for this pair; the value of the nearest pair {t}→{st}, {w['source']}. Why that "
+                             f"pair: {w['reason']}.")
+            else:
+                notes.append(f"{mark} {name}, {p.teacher}→{p.student}: {_value_text(w['values'])}. No per-pair value "
+                             f"{'(use_pair_defaults is off)' if not cfg.use_pair_defaults else 'for this pair'}; "
+                             f"the method's default: {w['source']}.")
+    return notes
+
+
 def _fmt(st: Mapping[str, Any] | None, n_full: int) -> str:
     if not st:
         return "–"
@@ -408,8 +469,9 @@ def _table(cfg, res: Mapping[str, Any], pairs, which: str, paper: bool) -> str:
             cell = res["cells"][p.name][method]
             ref = PAPER_TABLE1.get(p.name, {}).get(method) if paper else None
             star = "*" if (p.name, method) in PAPER_REPRODUCED else ""
+            mark = fallback_mark(cell)
             for k in kinds:
-                text = _fmt(cell[k][which], n_full)
+                text = _fmt(cell[k][which], n_full) + (f" {mark}" if mark else "")
                 gain = cell.get(f"gain_{which}")
                 if k == "mcmi" and gain is not None:
                     text += f" ({gain:+.2f})"
@@ -422,6 +484,55 @@ def _table(cfg, res: Mapping[str, Any], pairs, which: str, paper: bool) -> str:
                 row.append(text)
         rows.append(row)
     return markdown_table(header, rows)
+
+
+def has_top5(res: Mapping[str, Any]) -> bool:
+    """Whether any run of the results recorded a top-5 accuracy (older results have none)."""
+    cells = [c.get(k) or {} for per in (res.get("cells") or {}).values() for c in per.values() for k in ("mll", "mcmi")]
+    cells += list((res.get("baselines") or {}).values())
+    teachers = [t for per in (res.get("teachers") or {}).values() for t in per.values()]
+    return any(c.get(f"{w}_top5") for c in cells for w in ("best", "last")) or any(
+        t.get(f"{w}_top5") is not None for t in teachers for w in ("best", "last"))
+
+
+def _top5_table(cfg, res: Mapping[str, Any], pairs, which: str) -> str:
+    """Table 1's layout with test top-5 (%): teacher row, student alone, one row per method (the
+    MCMI cell adds the gain of the means). The paper reports no top-5, so there is no reference."""
+    n_full = len(cfg.seeds)
+    kinds = list(cfg.teacher_kinds)
+    key = f"{which}_top5"
+    header = [""] + [f"{p.teacher}→{p.student} {k.upper()}" for p in pairs for k in kinds]
+    rows = [["Teacher top-5"] + [_num(res["teachers"][p.teacher][k].get(key), 2) for p in pairs for k in kinds]]
+    if cfg.student_baseline:
+        rows.append(["Student alone"] + [_fmt((res["baselines"].get(p.student) or {}).get(key), n_full)
+                                         for p in pairs for _ in kinds])
+    for method in cfg.methods:
+        row = [METHOD_NAMES.get(method, method)]
+        for p in pairs:
+            cell = res["cells"][p.name][method]
+            for k in kinds:
+                text = _fmt((cell.get(k) or {}).get(key), n_full)
+                a, b = ((cell.get(kk) or {}).get(key) for kk in ("mll", "mcmi"))
+                if k == "mcmi" and a and b:
+                    text += f" ({b['mean'] - a['mean']:+.2f})"
+                row.append(text)
+        rows.append(row)
+    return markdown_table(header, rows)
+
+
+def _top5_sections(cfg, res: Mapping[str, Any], groups) -> list[str]:
+    """The top-5 tables, when the runs recorded top-5 (none for results of older runs)."""
+    if not has_top5(res):
+        return []
+    lines = ["", "Top-5 tables: test top-5 accuracy (%) of the same runs (at the best top-1 epoch, and at the "
+             "last epoch), mean ± sample std over seeds; `–` for runs that recorded none (older runs, or fewer "
+             "than 5 classes)."]
+    for which, title in (("best", "Top-5 at the best epoch"), ("last", "Top-5 at the last epoch")):
+        lines += ["", f"## {title} (%)"]
+        for group_title, pairs in groups:
+            if pairs:
+                lines += ["", f"### {group_title}", "", _top5_table(cfg, res, pairs, which)]
+    return lines
 
 
 def render_report(cfg, res: Mapping[str, Any], command: str = "", commit: str | None = None,
@@ -458,10 +569,19 @@ def render_report(cfg, res: Mapping[str, Any], command: str = "", commit: str | 
               f"students read the teachers' `{cfg.teacher_checkpoint}.pt`; "
               "MCMI lambda per teacher: " + ", ".join(f"{a} {cfg.lambda_for(a):g}" for a in dict.fromkeys(
                   p.teacher for p in cfg.pairs)) + "."]
+    from mcmi.metrics.train_view import views_sentence
+
     lines += ["", "Cells: top-1 accuracy (%) of the student, mean ± sample std over seeds (n when fewer seeds than "
               "the grid's have finished); the MCMI cell adds the gain of the means over the MLL cell. Teacher rows: "
-              "test top-1 of the teacher at the same epoch choice; LL and CMI on the unaugmented training set "
-              "for the checkpoint the students read."]
+              "test top-1 of the teacher at the same epoch choice; LL and CMI on the training set for the "
+              "checkpoint the students read. " + views_sentence(
+                  {"view": t["train_view"], "view_seed": t["train_view_seed"]}
+                  for kinds in res["teachers"].values() for t in kinds.values() if t.get("train_view"))]
+    if any(fallback_mark(c) for per in res["cells"].values() for c in per.values()):
+        lines += ["", "DKD's beta and ReviewKD's loss weight are the methods' authors' values for each pair "
+                  "(mdistiller's configs, ReviewKD's CIFAR-100 script) where they give one; † marks cells where they "
+                  "give none and the value of the nearest pair they give is used, ‡ cells with the method's default "
+                  "(footnotes under each table)."]
     if paper:
         lines += ["", "After ` / `: the paper's Table 1 (mean of 5 runs, 240 epochs; MCMI spread from Tables 10-11, "
                   "gain in parentheses; * marks values the paper reproduced locally). Compare with ours only when "
@@ -475,6 +595,10 @@ def render_report(cfg, res: Mapping[str, Any], command: str = "", commit: str | 
         for group_title, pairs in groups:
             if pairs:
                 lines += ["", f"### {group_title}", "", _table(cfg, res, pairs, which, paper)]
+                notes = fallback_notes(cfg, res, pairs)
+                if notes:
+                    lines += [""] + [f"{n}  " if i < len(notes) - 1 else n for i, n in enumerate(notes)]
+    lines += _top5_sections(cfg, res, groups)
     if {"mll", "mcmi"} <= set(cfg.teacher_kinds):
         lines += ["", "## MCMI - MLL, paired by seed (points of top-1)", "",
                   "Each seed's MCMI student minus its MLL student (same initialization and data order); mean ± "
@@ -482,7 +606,8 @@ def render_report(cfg, res: Mapping[str, Any], command: str = "", commit: str | 
         rows = []
         for pair in cfg.pairs:
             for method in cfg.methods:
-                row = [f"{pair.teacher}→{pair.student}", METHOD_NAMES.get(method, method)]
+                mark = fallback_mark(res["cells"][pair.name][method])
+                row = [f"{pair.teacher}→{pair.student}", METHOD_NAMES.get(method, method) + (f" {mark}" if mark else "")]
                 for which in ("best", "last"):
                     pg = res["cells"][pair.name][method].get(f"paired_{which}")
                     row.append("–" if not pg else f"{fmt_mean_std(pg['diffs'], signed=True)} "
