@@ -59,10 +59,11 @@ def test_user_errors_are_one_line(tmp_path, tiny_npz, capsys):
     rc = main(["evaluate", str(tmp_path / "foreign.pt"), "--data", "npz", "--root", str(tiny_npz)])
     assert rc == 2
     assert "foreign.pt" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="unknown key 'train.epoch'"):
-        main(["train-teacher", "--config", "teachers/resnet56_cifar100", "train.epoch=3"])
-    with pytest.raises(SystemExit, match="MCMI fine-tunes a pretrained teacher"):
-        main(["finetune-mcmi", "--config", "mcmi/resnet56_cifar100", "model.weights=null"])
+    assert main(["train-teacher", "--config", "teachers/resnet56_cifar100", "train.epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'train.epoch'" in err and "did you mean 'train.epochs'?" in err and err.count("\n") == 1
+    assert main(["finetune-mcmi", "--config", "mcmi/resnet56_cifar100", "model.weights=null"]) == 2
+    assert "MCMI fine-tunes a pretrained teacher" in capsys.readouterr().err
 
 
 def test_measure_command(tmp_path, capsys):
@@ -91,3 +92,63 @@ def test_teacher_of_other_data_warns(tmp_path, tiny_npz, caplog):
     (record,) = caplog.records
     assert str(t / "last.pt") in record.getMessage() and "'npz'" in record.getMessage()
     assert "this run normalizes by mean (0.5071, 0.4865, 0.4409)" in record.getMessage()
+
+
+def test_version_and_recipes(capsys):
+    from mcmi.cli import version
+    from mcmi.recipes import list_recipes
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"mcmi {version()}"
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in list_recipes():
+        assert name in out
+    assert "students/dkd" in out and "experiments/table1_tinyimagenet_cpu" in out
+
+
+def test_print_config_applies_overrides_and_creates_nothing(tmp_path, tiny_npz, capsys, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["distill", "--config", "students/dkd", "teacher.name=resnet56", "--out", str(tmp_path / "o"),
+                 "teacher.weights=t.pt", "--print-config", "train.lr=1e-2", "method_args.beta=2"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["method"] == "dkd" and printed["teacher"] == {"name": "resnet56", "weights": "t.pt", "args": {}}
+    assert printed["train"]["lr"] == 0.01 and printed["method_args"]["beta"] == 2.0
+    assert printed["out"] == str(tmp_path / "o") and printed["train"]["milestones"] == [150, 180, 210]
+    assert main(["table1", "--config", "table1_tinyimagenet_cpu", "--print-config", "seeds=[0]"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["seeds"] == [0]
+    assert main(["demo", "--print-config"]) == 0
+    assert "epochs" in yaml.safe_load(capsys.readouterr().out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_options_and_overrides_in_any_order(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "D"
+    argv = ["train-teacher", "--config", "_base_/cifar_student", "model.name=resnet8", "--out", str(out),
+            "method=mll", "--fresh", "data.name=npz", f"data.root={tiny_npz}", "train.epochs=1",
+            "train.progress=false", "data.batch_size=32"]
+    from mcmi.cli import parse
+
+    args = parse(argv)
+    assert args.override == ["model.name=resnet8", "method=mll", "data.name=npz", f"data.root={tiny_npz}",
+                             "train.epochs=1", "train.progress=false", "data.batch_size=32"]
+    assert args.out == str(out) and args.fresh
+    assert main(argv) == 0
+    saved = json.loads((out / "config.json").read_text())["run"]
+    assert saved["model"]["name"] == "resnet8" and saved["data"]["batch_size"] == 32
+    # a later override wins, wherever it stands
+    assert parse(["table1", "seeds=[0]", "--dry-run", "seeds=[1]", "--only", "method=kd"]).override == \
+        ["seeds=[0]", "seeds=[1]"]
+
+
+def test_measure_prints_standard_json_for_an_absent_class(tmp_path, capsys):
+    p = torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1]])  # class 2 has no sample: its CMI is undefined
+    torch.save({"probs": p, "labels": torch.tensor([0, 1])}, tmp_path / "out.pt")
+    assert main(["measure", str(tmp_path / "out.pt"), "--per-class"]) == 0
+    text = capsys.readouterr().out
+    assert "NaN" not in text
+    out = json.loads(text)
+    assert out["per_class_cmi"][2] is None and out["n"] == 2

@@ -6,12 +6,27 @@ from typing import Any, Callable, Generic, Iterator, TypeVar
 T = TypeVar("T")
 
 
+class UnknownNameError(KeyError):
+    """A name that is not registered; the message names it, the nearest registered names and all
+    of them (a ``KeyError``, so callers that catch those still do)."""
+
+    def __init__(self, kind: str, name: object, known: list[str]) -> None:
+        from mcmi.config import did_you_mean
+
+        self.kind, self.name, self.known = kind, name, known
+        self.message = f"unknown {kind} {name!r}{did_you_mean(name, known)}; known: {', '.join(known) or '(none)'}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return self.message
+
+
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions).
 
     ``@registry.register("name")`` adds an entry; registering a name twice raises, so two
-    modules can never silently shadow each other. ``registry.get("nmae")`` raises a ``KeyError``
-    that lists every known name.
+    modules can never silently shadow each other. ``registry.get("nmae")`` raises an
+    :class:`UnknownNameError` (a ``KeyError``) naming the nearest and every known name.
     """
 
     def __init__(self, kind: str) -> None:
@@ -32,8 +47,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            known = ", ".join(sorted(self._entries)) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise UnknownNameError(self.kind, name, sorted(self._entries)) from None
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
         return self.get(name)(*args, **kwargs)  # type: ignore[operator]

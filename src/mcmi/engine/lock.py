@@ -66,6 +66,14 @@ def lock_holder(out_dir: str | os.PathLike, stale_after_s: float = 600.0) -> dic
     return holder
 
 
+def check_not_locked(out_dir: str | os.PathLike, stale_after_s: float = 600.0) -> None:
+    """Raise :class:`RunLockedError` when another live process holds ``out_dir``'s lock; reads
+    only (a run checks this before loading its data, and takes the lock itself afterwards)."""
+    holder = lock_holder(out_dir, stale_after_s)
+    if holder is not None and not (holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid()):
+        raise RunLockedError(Path(out_dir) / LOCK_NAME, holder)
+
+
 class RunLock:
     """Context manager holding ``<out_dir>/run.lock`` while a run trains (module notes).
 
@@ -96,8 +104,12 @@ class RunLock:
                     raise RunLockedError(self.path, holder) from None
                 self.path.unlink(missing_ok=True)  # stale, unreadable or our own: take it over
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+            except BaseException:  # a full disk: leave no empty lock file behind
+                self.path.unlink(missing_ok=True)
+                raise
             self._stop.clear()
             self._thread = threading.Thread(target=self._beat, name="mcmi-run-lock", daemon=True)
             self._thread.start()
@@ -131,4 +143,4 @@ class RunLock:
         self.release()
 
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "lock_holder"]
+__all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "check_not_locked", "lock_holder"]
