@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from mcmi.data import ImageDataset, TensorLoader, load_dataset
 from mcmi.data.teacher_cache import cache_bytes, with_cached_teacher
 from mcmi.data.transforms import Normalize, RandomCropFlip
-from mcmi.engine import Trainer, TrainConfig
+from mcmi.engine import TrainConfig, Trainer
 from mcmi.io import write_json, write_text
 from mcmi.methods import KD, MCMI, MLL
 from mcmi.methods.crd import CRD
@@ -76,6 +76,7 @@ PAIRS = [  # (method, teacher, student)
     ("kd", "resnet32x4", "shufflenetv2"),
 ]
 HEAD = ("resnet56", "resnet20")  # the pair of the option rows and the model-math limit
+COHORT = "kd+dkd+at"  # the cohort row: these students of HEAD's teacher, one teacher pass per batch
 
 
 # ----------------------------------------------------------------------------- machine and data
@@ -519,6 +520,18 @@ def case_math(ctx: Context, kind: str) -> Runner:
     return Runner(run, ctx.args.batch)
 
 
+def case_cohort(ctx: Context, methods: str, variant: str) -> Runner:
+    """``methods`` (``kd+dkd+at``) of resnet56 -> resnet20 as one cohort (one teacher pass per
+    batch, :mod:`mcmi.engine.cohort`) or as separate runs one after another (bench_cohort.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_cohort
+
+    b = bench_cohort.Bench(ctx.args, train=ctx.train, amp=ctx.amp)
+    names = tuple(methods.split("+"))
+    r = (bench_cohort.cohort_runner if variant == "cohort" else bench_cohort.separate_runner)(b, names)
+    return Runner(r.run, r.batch, members=len(names))
+
+
 def pair_key(method: str, t: str, s: str) -> str:
     return f"{method}:{t}>{s}"
 
@@ -542,6 +555,8 @@ def build_case(ctx: Context, name: str) -> Runner:
             "gather": {"crd_scoring": "gather"},
         }[variant]
         return case_ours(ctx, parts[0], t, s, **opts)
+    if parts[0] == "cohort":
+        return case_cohort(ctx, parts[1], parts[2])
     if parts[0] == "objective":
         return case_objective(ctx, parts[1])
     if parts[0] == "eval":
@@ -741,13 +756,13 @@ def report(ctx: Context, res: dict[str, Any]) -> str:
 
     add("teacher BN folded into convs", base, opt.get(f"{head}:nofold"), "on",
         "same outputs (float rounding)")
+    add("channels_last", base, opt.get(f"{head}:nchw"), "off (CPU recipes: on)",
+        "memory format of images and models")
     if dev.type == "cpu":
-        add("channels_last", base, opt.get(f"{head}:nchw"), "off (CPU recipes: on)",
-            "memory format of images and models")
         add("bf16 autocast on CPU (`train.amp=bf16`)", opt.get(f"{head}:bf16"), base, "off",
             "changes the numerics of the fp32 recipes")
     else:
-        add("AMP (bf16 autocast)", base, opt.get(f"{head}:noamp"), "auto in recipes", "CUDA only")
+        add("AMP (bf16 autocast) vs off", base, opt.get(f"{head}:noamp"), "auto in recipes", "CUDA only")
     c = opt.get(f"{head}:cache")
     if c:
         full = cache_bytes(50_000, a.cache_views, NUM_CLASSES)
@@ -769,6 +784,17 @@ def report(ctx: Context, res: dict[str, Any]) -> str:
     lines += [f"## Speed options ({HEAD[0]} -> {HEAD[1]} KD, on vs off in the same rounds)", "",
               markdown_table(["option", "on (images/s)", "off (images/s)", "on/off", "default",
                               "note"], rows), ""]
+
+    coh = res.get("cohort", {})
+    co, sp = coh.get(f"cohort:{COHORT}:cohort"), coh.get(f"cohort:{COHORT}:separate")
+    if co and sp:
+        names = ", ".join(m.upper() for m in COHORT.split("+"))
+        lines += [f"## Cohort ({HEAD[0]} -> {HEAD[1]}: {names} from one teacher pass per batch)", "",
+                  markdown_table(["work", "images/s per student", "range"],
+                                 [["cohort (`mcmi distill --cohort kd,dkd,at`)", fmt_ips(co), fmt_range(co)],
+                                  ["the three separate runs, one after another", fmt_ips(sp), fmt_range(sp)],
+                                  ["cohort / separate", ratio(co, sp), ""]]),
+                  "", "More rows (11 members, memory, the loader alone): `benchmarks/bench_cohort.py`.", ""]
 
     # MCMI cost
     ob, ev = res["objective"], res["eval"]
@@ -892,7 +918,7 @@ def run_all(ctx: Context, argv: list[str] | None) -> dict[str, Any]:
         "args": vars(args),
     }
     head = pair_key("kd", *HEAD)
-    variants = ["ours", "ref", "nofold", "nchw" if dev.type == "cpu" else "noamp", "cache"]
+    variants = ["ours", "ref", "nofold", "nchw", "cache"] + (["noamp"] if dev.type == "cuda" else [])
     if dev.type == "cpu":
         variants.append("bf16")  # train.amp=bf16: the README's CPU speed option
     res["options"] = run_group(ctx, [f"{head}:{v}" for v in variants])
@@ -902,6 +928,7 @@ def run_all(ctx: Context, argv: list[str] | None) -> dict[str, Any]:
         # CRD: the gathered-row scoring (same scores) and the opt-in batch-shared negatives
         extra = [f"{key}:gather", f"{key}:shared"] if method == "crd" else []
         res["pairs"].update(run_group(ctx, [f"{key}:ours", f"{key}:ref", *extra]))
+    res["cohort"] = run_group(ctx, [f"cohort:{COHORT}:cohort", f"cohort:{COHORT}:separate"])
     res["objective"] = run_group(ctx, ["objective:mcmi", "objective:ce"])
     res["eval"] = run_group(ctx, ["eval:cmi", "eval:acc"], steps=args.eval_steps)
     res["math"] = run_group(ctx, ["math:student", "math:teacher-folded", "math:teacher-unfolded",

@@ -16,7 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mcmi.engine.stacked_mlp import StackedJobs, StackedMLP, mlp_train_flops_per_sample, train_stacked
+from mcmi.engine.stacked_mlp import (
+    StackedJobs,
+    StackedMLP,
+    mlp_train_flops_per_sample,
+    train_stacked,
+)
 from mcmi.io import write_text
 from mcmi.models.mlp import MLP
 from mcmi.reports.tables import markdown_table

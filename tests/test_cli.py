@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 import pytest
-from helpers import write_npz
 import torch
+from helpers import write_npz
 
 from mcmi.cli import build_parser, main
 from mcmi.engine.checkpoint import load_checkpoint

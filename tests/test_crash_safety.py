@@ -6,7 +6,6 @@ end bit for bit where an uninterrupted run ends: same weights, optimizer, metric
 """
 from __future__ import annotations
 
-from mcmi.recipes import RECIPES
 import json
 import os
 import signal
@@ -16,11 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import assert_same_training_state, write_npz
+
 from mcmi.config import load_config
 from mcmi.engine import load_checkpoint, load_latest_checkpoint, previous_path
 from mcmi.experiments.train import RunConfig, run_training
+from mcmi.recipes import RECIPES
 
 RECIPE = "teachers/resnet56_cifar100"
 STEPS_PER_EPOCH, EPOCHS = 8, 3  # 64 images, batch 8; a checkpoint after every step

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import NUM_CLASSES, TINY_MODEL, TinyNet, gloo_group, toy_data, write_npz
+
 from mcmi.config import load_config
 from mcmi.engine import load_checkpoint, read_jsonl
 from mcmi.experiments.train import RunConfig, run_training

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import gloo_group  # noqa: E402  (tests/ is on sys.path)
 from torch import nn
 
 from mcmi.methods import METHODS, Distiller
@@ -14,8 +15,6 @@ from mcmi.methods.crd import CRD, ContrastMemory
 from mcmi.methods.hsakd import HSAKD, HSAKDTeacher
 from mcmi.methods.modules import warmup_factor
 from mcmi.models.base import FeatureModel, Features, create_model, list_models
-
-from helpers import gloo_group  # noqa: E402  (tests/ is on sys.path)
 
 NUM_CLASSES = 5
 BATCH = 8

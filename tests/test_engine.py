@@ -9,6 +9,17 @@ import math
 
 import pytest
 import torch
+from helpers import (  # noqa: E402  (tests/ is on sys.path)
+    IN_DIM,
+    NUM_CLASSES,
+    Crash,
+    TinyNet,
+    ToyLoader,
+    assert_same_weights,
+    gloo_group,
+    rows,
+    toy_data,
+)
 from torch import nn
 
 from mcmi.engine import (
@@ -28,18 +39,6 @@ from mcmi.engine import (
 from mcmi.methods import MCMI, MLL
 from mcmi.models import create_model
 from mcmi.models.base import FeatureModel, Features
-
-from helpers import (  # noqa: E402  (tests/ is on sys.path)
-    IN_DIM,
-    NUM_CLASSES,
-    Crash,
-    TinyNet,
-    ToyLoader,
-    assert_same_weights,
-    gloo_group,
-    rows,
-    toy_data,
-)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -8,9 +8,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    NUM_CLASSES,
+    Crash,
+    TinyNet,
+    ToyLoader,
+    assert_same_tensors,
+    assert_same_weights,
+    toy_data,
+)
 from torch import nn
 
-from helpers import NUM_CLASSES, Crash, TinyNet, ToyLoader, assert_same_tensors, assert_same_weights, toy_data
 from mcmi.config import ConfigError, load_config, load_yaml
 from mcmi.engine import CheckpointError, TrainConfig, Trainer, load_checkpoint, seed_everything
 from mcmi.methods import MLL

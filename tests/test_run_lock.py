@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import write_npz
+
 from mcmi.config import load_config
 from mcmi.engine.lock import LOCK_NAME, RunLock, RunLockedError, lock_holder
 from mcmi.experiments.sweep import ExecutorSpec, run_sweep

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import NUM_CLASSES, TinyNet, ToyLoader, assert_same_weights, toy_data
 
 import mcmi
-from helpers import NUM_CLASSES, TinyNet, ToyLoader, assert_same_weights, toy_data
 from mcmi.engine import TrainConfig, Trainer, seed_everything
 from mcmi.engine import provenance as prov
 from mcmi.engine.progress import StepProgress, format_duration

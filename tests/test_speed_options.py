@@ -262,7 +262,7 @@ def test_kd_training_with_cache_and_folded_teacher_end_to_end(tmp_path, monkeypa
 
 
 def test_compile_option_compiles_the_step(tmp_path, monkeypatch):
-    from mcmi.engine import Trainer, TrainConfig
+    from mcmi.engine import TrainConfig, Trainer
     from mcmi.methods import MLL
 
     real_compile = torch.compile

@@ -3,7 +3,6 @@ local jobs in parallel, dependency order, retries, failures that do not stop the
 that skip finished runs; recipe grids; the SLURM job script that a spec produces."""
 from __future__ import annotations
 
-from mcmi.recipes import RECIPES
 import json
 import sys
 import time
@@ -13,13 +12,24 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import yaml
-
 from helpers import write_npz
+
 from mcmi.cli import main
 from mcmi.config import ConfigError, load_config
-from mcmi.experiments.sweep import (ExecutorSpec, TrainJob, expand_recipe_grid, local_threads, make_executor,
-                                    parse_grid, run_name, run_sweep, slurm_parameters, split_values)
+from mcmi.experiments.sweep import (
+    ExecutorSpec,
+    TrainJob,
+    expand_recipe_grid,
+    local_threads,
+    make_executor,
+    parse_grid,
+    run_name,
+    run_sweep,
+    slurm_parameters,
+    split_values,
+)
 from mcmi.experiments.table1 import Table1Config, expand_grid, select_runs
+from mcmi.recipes import RECIPES
 from mcmi.reports.table1 import write_table1_report
 
 TEACHER, BASELINE = "teachers/resnet8/mll", "students/resnet8/baseline/seed0"
@@ -87,7 +97,7 @@ def grid_config(path: Path, data: Path, out: Path) -> Table1Config:
     path.write_text(yaml.safe_dump({
         "pairs": [{"teacher": "resnet8", "student": "resnet8"}], "methods": ["kd", "dkd"],
         "teacher_kinds": ["mll"], "seeds": [0], "student_baseline": True,
-        "method_args": {"dkd": {"bogus_weight": 1.0}},  # every dkd run fails
+        "method_args": {"dkd": {"temperature": 0.0}},  # a valid number the loss refuses: every dkd run fails
         "data": {"name": "npz", "root": str(data), "batch_size": 16, "eval_batch_size": 16},
         "teacher_recipe": one_epoch, "student_recipe": one_epoch, "device": "cpu", "out": str(out)}))
     return load_config(Table1Config, path)
@@ -104,14 +114,14 @@ def test_local_parallel_sweep_retries_reports_and_skips(tmp_path, data):
                          job=RecordingJob(rec, flaky=KD, meet=(TEACHER, BASELINE)))
     result = {o.key: o for o in outcomes}
     assert {k: o.result for k, o in result.items()} == {TEACHER: "done", BASELINE: "done", KD: "done", DKD: "failed"}
-    assert "bogus_weight" in result[DKD].message
+    assert "temperature must be > 0" in result[DKD].message
 
     # KD failed once, was retried and finished; DKD failed on both attempts and says why
     attempts = records(rec)
     assert [r["key"] for r in attempts].count(KD) == 2 and [r["key"] for r in attempts].count(DKD) == 2
     assert (out / KD / "summary.json").is_file() and not (out / KD / "error.txt").exists()
     err = (out / DKD / "error.txt").read_text()
-    assert "bogus_weight" in err and "Traceback" in err
+    assert "temperature must be > 0" in err and "Traceback" in err
     assert (out / TEACHER / "teacher_eval.json").is_file()  # what the Table 1 report reads
 
     # two jobs at a time (the teacher and the baseline ran together), never more; students
@@ -155,7 +165,7 @@ def test_recipe_grid_sweep_from_the_command_line(tmp_path, data, capsys):
     assert all(r["last_acc"] is not None for r in rows)
 
 
-def test_grid_parsing_naming_and_errors(tmp_path):
+def test_grid_parsing_naming_and_errors(tmp_path, capsys):
     assert split_values("0.05,0.1,[1,2],{a: 1, b: 2}") == ["0.05", "0.1", "[1,2]", "{a: 1, b: 2}"]
     grid = parse_grid(["method_args.lam=0.05,0.1", "train.seed=0,1,2"])
     assert grid == [("method_args.lam", ["0.05", "0.1"]), ("train.seed", ["0", "1", "2"])]
@@ -173,18 +183,19 @@ def test_grid_parsing_naming_and_errors(tmp_path):
     assert default[0].config.out == "runs/mcmi/resnet56_cifar100-sweep/seed=0"
     with pytest.raises(ConfigError, match=r"resnet56_cifar100.yaml.*unknown key 'train.epoch'"):
         expand_recipe_grid(recipe, [("train.epoch", ["1", "2"])])
-    with pytest.raises(ConfigError, match=r"resnet56_cifar100.yaml \+ lamb=0.1: method 'mcmi' has no argument "
-                       r"'method_args.lamb'"):
+    with pytest.raises(ConfigError, match=r"resnet56_cifar100.yaml \+ overrides: method_args.lamb: method 'mcmi' "
+                       r"has no option 'lamb'; did you mean 'lam'\?"):
         expand_recipe_grid(recipe, [("method_args.lamb", ["0.1"])])
     with pytest.raises(ConfigError, match="twice"):
         parse_grid(["train.seed=0,1", "train.seed=2"])
     with pytest.raises(ConfigError, match="cannot vary 'out'"):
         parse_grid(["out=a,b"])
-    with pytest.raises(SystemExit, match="--grid varies a recipe"):
-        main(["sweep", "--config", "table1_tinyimagenet_cpu", "--grid", "train.seed=0,1"])
-    with pytest.raises(SystemExit, match="executor must be one of"):
-        main(["sweep", "--recipe", "teachers/resnet56_cifar100", "--dry-run", "--cluster", str(
-            _write(tmp_path / "c.yaml", {"executor": "kubernetes"}))])
+    capsys.readouterr()
+    assert main(["sweep", "--config", "table1_tinyimagenet_cpu", "--grid", "train.seed=0,1"]) == 2
+    assert "--grid varies a recipe" in capsys.readouterr().err
+    assert main(["sweep", "--recipe", "teachers/resnet56_cifar100", "--dry-run", "--cluster", str(
+        _write(tmp_path / "c.yaml", {"executor": "kubernetes"}))]) == 2
+    assert "executor must be one of" in capsys.readouterr().err
 
 
 def _write(path: Path, data: dict) -> Path:

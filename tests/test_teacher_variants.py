@@ -5,12 +5,17 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers import write_npz
+
 from mcmi.config import ConfigError, build
 from mcmi.experiments.table1 import read_summary
-from mcmi.experiments.teacher_variants import (TeacherVariantsConfig, _size_section, expand, run_teacher_variants,
-                                               size_pairs)
+from mcmi.experiments.teacher_variants import (
+    TeacherVariantsConfig,
+    _size_section,
+    expand,
+    run_teacher_variants,
+    size_pairs,
+)
 
 ONE = {"_base_": "_base_/cifar_teacher.yaml", "train": {"epochs": 2, "milestones": [1], "progress": False}}
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import NUM_CLASSES, TinyNet, ToyLoader, toy_data
+
 from mcmi.config import ConfigError, load_config
 from mcmi.engine import TrainConfig, Trainer, seed_everything
 from mcmi.engine import trackers as T

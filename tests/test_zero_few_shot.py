@@ -6,16 +6,22 @@ import math
 
 import numpy as np
 import pytest
-from helpers import write_npz
 import torch
 import yaml
+from helpers import write_npz
 
 from mcmi.config import ConfigError, build, load_config
 from mcmi.data import ImageDataset
 from mcmi.experiments.few_shot import FewShotConfig, run_few_shot
 from mcmi.experiments.shots import expand, parse_only
-from mcmi.experiments.train import (DataSpec, build_loaders, pick_classes, reduce_training_set, regroup_classes,
-                                    subset_indices)
+from mcmi.experiments.train import (
+    DataSpec,
+    build_loaders,
+    pick_classes,
+    reduce_training_set,
+    regroup_classes,
+    subset_indices,
+)
 from mcmi.experiments.zero_shot import ZeroShotConfig, run_zero_shot
 from mcmi.metrics import accuracy_on_classes, confusion_matrix, evaluate, per_class_accuracy
 
@@ -306,7 +312,11 @@ def test_shipped_binary_configs_expand(name, tasks, students, capsys):
 
 # ------------------------------------------------------------------------------ semi-supervised
 def test_semi_supervised_grid_end_to_end(tmp_path, tiny_npz):
-    from mcmi.experiments.semi_supervised import SemiSupervisedConfig, expand_cell, run_semi_supervised
+    from mcmi.experiments.semi_supervised import (
+        SemiSupervisedConfig,
+        expand_cell,
+        run_semi_supervised,
+    )
 
     one = {"_base_": "_base_/cifar_teacher.yaml", "train": {"epochs": 1, "milestones": [1], "progress": False}}
     cfg = build(SemiSupervisedConfig, {

@@ -16,9 +16,10 @@ from mcmi.engine.checkpoint import (
     save_checkpoint,
 )
 from mcmi.engine.config import AMP_MODES, TrainConfig, TrainingDiverged, resolve_amp
-from mcmi.engine.logs import MetricsLog, read_jsonl
+from mcmi.engine.logs import MetricsLog, RunLog, read_jsonl
 from mcmi.engine.schedule import SCHEDULES, LRSchedule, lr_factor
 from mcmi.engine.seed import get_rng_state, seed_everything, set_rng_state
+from mcmi.engine.trackers import TRACKERS, Tracker, TrackerUnavailable, register_tracker
 from mcmi.engine.trainer import Trainer
 
 __all__ = [
@@ -28,7 +29,11 @@ __all__ = [
     "CheckpointError",
     "LRSchedule",
     "MetricsLog",
+    "RunLog",
+    "TRACKERS",
     "TrainConfig",
+    "Tracker",
+    "TrackerUnavailable",
     "Trainer",
     "TrainingDiverged",
     "atomic_write_text",
@@ -39,6 +44,7 @@ __all__ = [
     "model_state_from_checkpoint",
     "previous_path",
     "read_jsonl",
+    "register_tracker",
     "resolve_amp",
     "save_checkpoint",
     "seed_everything",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from torch.optim import Optimizer
 from mcmi.engine.schedule import SCHEDULES, LRSchedule
 
 AMP_MODES = ("off", "bf16", "fp16", "auto")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -20,13 +22,28 @@ class TrainConfig:
 
     Defaults are the paper's CIFAR recipe: 240 epochs of SGD, lr 0.05, momentum 0.9, weight
     decay 5e-4, lr x0.1 at epochs 150, 180 and 210.
+
+    Optimizers (``optimizer``): ``sgd`` (``momentum``, ``nesterov``, ``weight_decay`` added to the
+    gradient, as torch's SGD) and ``adamw`` (``betas``, default (0.9, 0.999), and ``eps``, default
+    1e-8, torch's defaults; ``weight_decay`` is AdamW's decoupled decay, ``p -= lr * wd * p``
+    before the Adam step, with this config's default 5e-4 rather than torch's 1e-2; ``momentum``
+    and ``nesterov`` are SGD's only). The paper's recipes use SGD.
+
+    Bookkeeping: ``metrics.csv``/``metrics.jsonl`` are always written; ``loggers`` adds trackers
+    (``tensorboard``, ``wandb``, ``mlflow``: :mod:`mcmi.engine.trackers`; ``csv`` names the
+    files, which need no package), ``log_tensorboard=True`` is an alias of listing
+    ``tensorboard``. ``log_every_steps``: a progress line (and per-step loss terms to the
+    trackers) every that many optimizer steps; 0 turns both off.
     """
 
     epochs: int = 240
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    nesterov: bool = False
+    nesterov: bool = False  # SGD only
+    optimizer: str = "sgd"  # "sgd" | "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW only
+    eps: float = 1e-8  # AdamW only
     schedule: str = "step"  # "step" | "cosine" | "constant"
     milestones: tuple[int, ...] = (150, 180, 210)  # 0-based epochs at which lr *= gamma
     gamma: float = 0.1
@@ -43,7 +60,10 @@ class TrainConfig:
     eval_every: int = 1  # epochs; the last epoch is always evaluated
     checkpoint_every_steps: int = 0  # 0: checkpoints at epoch ends only
     grad_clip: float | None = None  # max global grad norm
-    log_tensorboard: bool = False
+    log_tensorboard: bool = False  # alias of "tensorboard" in loggers
+    loggers: tuple[str, ...] = ("csv",)  # csv | tensorboard | wandb | mlflow
+    log_every_steps: int = 50  # progress line and per-step tracker values (0: neither)
+    tracking_project: str = "mcmi"  # W&B project / MLflow experiment name
     progress: bool = True  # tqdm bar (still only on rank 0 and a TTY)
     find_unused_parameters: bool = False  # DDP option for methods with conditionally used heads
     # speed options (see benchmarks/bench_kd.py for what each buys)
@@ -59,17 +79,57 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if self.epochs < 1 or self.eval_every < 1 or self.checkpoint_every_steps < 0:
-            raise ValueError("need epochs >= 1, eval_every >= 1, checkpoint_every_steps >= 0")
+        from mcmi.config import require  # FieldError: a recipe names the file and train.<key>
+
+        require(self.epochs >= 1, "epochs", self.epochs, "must be >= 1")
+        require(self.eval_every >= 1, "eval_every", self.eval_every, "must be >= 1")
+        require(self.checkpoint_every_steps >= 0, "checkpoint_every_steps", self.checkpoint_every_steps, "must be >= 0")
+        require(self.lr >= 0 and math.isfinite(self.lr), "lr", self.lr, "must be a number >= 0")
+        require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        require(self.weight_decay >= 0 and math.isfinite(self.weight_decay), "weight_decay", self.weight_decay,
+                "must be >= 0")
+        require(self.gamma > 0 and math.isfinite(self.gamma), "gamma", self.gamma, "must be a positive number")
+        require(self.warmup_epochs >= 0, "warmup_epochs", self.warmup_epochs, "must be >= 0")
+        require(0 < self.warmup_start_factor <= 1, "warmup_start_factor", self.warmup_start_factor, "must be in (0, 1]")
+        require(0 <= self.min_lr_factor <= 1, "min_lr_factor", self.min_lr_factor, "must be in [0, 1]")
+        require(all(m >= 0 for m in self.milestones), "milestones", list(self.milestones), "must be epochs >= 0")
         if self.teacher_cache_views < 0:
             raise ValueError(f"teacher_cache_views must be >= 0, got {self.teacher_cache_views}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer,
+                "must be " + " or ".join(repr(o) for o in OPTIMIZERS))
+        require(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0), "nesterov",
+                self.nesterov, "needs optimizer 'sgd' with momentum > 0")
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "betas",
+                list(self.betas), "must be two numbers in [0, 1)")
+        require(self.eps > 0 and math.isfinite(self.eps), "eps", self.eps, "must be a positive number")
+        require(self.log_every_steps >= 0, "log_every_steps", self.log_every_steps, "must be >= 0")
+        from mcmi.engine.trackers import check_logger_names
 
-    def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.SGD:
-        """SGD with this config's lr, momentum, weight decay (all parameters) and Nesterov flag."""
+        self.loggers = check_logger_names(self.loggers)
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The trackers to start: ``loggers`` less ``csv``, plus ``tensorboard`` when
+        ``log_tensorboard`` is set."""
+        names = [n for n in self.loggers if n != "csv"]
+        if self.log_tensorboard and "tensorboard" not in names:
+            names.append("tensorboard")
+        return tuple(names)
+
+    def build_optimizer(self, params: Iterable[torch.nn.Parameter]) -> Optimizer:
+        """The ``optimizer`` of this config over ``params`` (every parameter in one group):
+        SGD with lr, momentum, weight decay and the Nesterov flag, or AdamW with lr, betas, eps
+        and decoupled weight decay."""
+        params = list(params)
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(
+                params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay
+            )
         return torch.optim.SGD(
-            list(params),
+            params,
             lr=self.lr,
             momentum=self.momentum,
             weight_decay=self.weight_decay,

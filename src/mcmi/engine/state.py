@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from mcmi.engine.changes import (
+    FREE_KEYS,
+    apply_optimizer_changes,
+    check_changes,
+    config_changes,
+    record_changes,
+)
 from mcmi.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -168,6 +175,7 @@ class CheckpointingMixin:
                     "global_step": self.global_step,
                     "best": dict(self.best),
                     "history": list(self.history),
+                    "teacher_eval": getattr(self, "teacher_eval", None),
                     "elapsed_s": self.elapsed,
                     "torch_version": str(torch.__version__),
                 },
@@ -199,9 +207,10 @@ class CheckpointingMixin:
             return load_latest_checkpoint(self.checkpoint_path, expected=self.meta)
         return load_checkpoint(resume, expected=self.meta), Path(resume)
 
-    def _resume(self, resume: Any) -> Path | None:
-        """Restore a checkpoint's state (``True``: ``out_dir/last.pt`` or its previous version);
-        returns the file used, or None when ``resume=True`` found nothing (fresh start)."""
+    def _checked_resume_state(self, resume: Any) -> tuple[dict[str, Any], Path, dict[str, Any]] | None:
+        """The checkpoint a resume starts from, checked: a training checkpoint of this run whose
+        configuration differs from this one only where allowed (:mod:`mcmi.engine.changes`).
+        Returns ``(state, path, changes)``, or None when ``resume=True`` finds no checkpoint."""
         loaded = self._load_resume_state(resume)
         if loaded is None:
             return None
@@ -210,6 +219,38 @@ class CheckpointingMixin:
             raise CheckpointError(
                 path, f"a {state.get('kind')!r} checkpoint holds no training state to resume"
             )
+        # a changed recipe is refused before any state is touched (mcmi.engine.changes)
+        allowed = tuple(getattr(self, "allow_changes", ()))
+        changes = config_changes(state.get("config"), self.config_dict())
+        check_changes(path, changes, allowed)
+        return state, path, changes
+
+    def preload_resume(self, resume: Any, allow_changes: Iterable[str] = ()) -> None:
+        """Read and check now the checkpoint that ``fit(resume, allow_changes)`` will resume from,
+        so that a damaged or foreign checkpoint or a changed recipe fails before the run takes its
+        folder (lock, ``train.log``); the resume then uses the state read here."""
+        self.allow_changes = tuple(allow_changes)
+        self._preloaded = (resume, self._checked_resume_state(resume)) if resume else None
+
+    def _resume(self, resume: Any) -> Path | None:
+        """Restore a checkpoint's state (``True``: ``out_dir/last.pt`` or its previous version);
+        returns the file used, or None when ``resume=True`` found nothing (fresh start)."""
+        preloaded, self._preloaded = getattr(self, "_preloaded", None), None
+        if preloaded is not None and preloaded[0] == resume:
+            checked = preloaded[1]
+            if checked is not None:  # the recipe may not have changed since: check again (cheap)
+                check_changes(checked[1], checked[2], tuple(getattr(self, "allow_changes", ())))
+        else:
+            checked = self._checked_resume_state(resume)
+        if checked is None:
+            return None
+        state, path, changes = checked
+        saved_opt = ((state.get("config") or {}).get("train") or {}).get("optimizer", "sgd")
+        if saved_opt != self.cfg.optimizer:  # its state cannot carry over, even when allowed
+            raise CheckpointError(
+                path, f"saved by optimizer {saved_opt!r}, this run uses {self.cfg.optimizer!r}: "
+                "train.optimizer cannot change on resume (--fresh starts over)"
+            )
         try:
             self.method.load_state_dict(state["method"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -217,6 +258,18 @@ class CheckpointingMixin:
             self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(path, f"does not fit this method/optimizer: {e}") from e
+        recorded = {k: v for k, v in changes.items() if k not in FREE_KEYS or k == "train.epochs"}
+        if recorded:
+            applied = apply_optimizer_changes(self.optimizer, self.scheduler, recorded)
+            logger.warning(
+                "%s: resuming with changed settings %s (applied to the optimizer: %s)",
+                path,
+                ", ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in recorded.items()),
+                ", ".join(applied) or "none",
+            )
+            if self.is_main:
+                record_changes(self.out_dir, path, int(state["epoch"]), recorded,
+                               tuple(getattr(self, "allow_changes", ())))
         extra = state.get("method_extra") or {}
         if extra:
             load_extra = getattr(self.method, "load_extra_state_from_checkpoint", None)
@@ -232,6 +285,7 @@ class CheckpointingMixin:
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
         self.global_step = int(state["global_step"])
         self.best, self.history = dict(state["best"]), list(state["history"])
+        self.teacher_eval = state.get("teacher_eval")  # None in older checkpoints: recomputed
         self.elapsed = float(state.get("elapsed_s", 0.0))
         ranks = state["ranks"]
         if len(ranks) == self.world_size:
@@ -271,15 +325,21 @@ class CheckpointingMixin:
         return path
 
     def _summary(self, resumed_from: Path | None) -> dict[str, Any]:
+        from mcmi.engine.provenance import provenance
+
         evaluated = [r for r in self.history if "val_acc" in r]
         last_eval = evaluated[-1] if evaluated else {}
         last_row = self.history[-1] if self.history else {}
+        best_row = next((r for r in evaluated if r.get("epoch") == self.best["epoch"]), {})
         return {
             "best_acc": self.best["acc"],
             "best_epoch": self.best["epoch"],
             "last_acc": last_eval.get("val_acc"),
             "last_ll": last_eval.get("val_ll"),
             "last_cmi": last_eval.get("val_cmi"),
+            "last_top5": last_eval.get("val_top5"),
+            "last_ece": last_eval.get("val_ece"),
+            "best_top5": best_row.get("val_top5"),  # top-5 at the best (top-1) epoch
             "last_eval_epoch": last_eval.get("epoch"),
             "last_train_acc": last_row.get("train_acc"),
             "last_train_loss": last_row.get("train_loss"),
@@ -291,5 +351,7 @@ class CheckpointingMixin:
             "checkpoint": str(self.checkpoint_path),
             "best_checkpoint": str(self.best_path) if self.best["epoch"] is not None else None,
             "meta": self.meta,
+            "teacher": getattr(self, "teacher_eval", None),  # a distiller's teacher, eval set
+            **provenance(self.device),  # mcmi_version, torch_version, git_commit, device
             "config": self.config_dict(),
         }

@@ -107,7 +107,8 @@ def plan(cfg: BinaryConfig, only: Mapping[str, set[str]] | None = None) -> list[
 
 
 def run_binary(cfg: BinaryConfig, only: str | Sequence[str] | None = None, command: str = "",
-               report_only: bool = False, workers: int | None = None):
+               report_only: bool = False, workers: int | None = None,
+               cohort: bool = False):
     """Train every task's grid (finished runs skipped; ``workers`` runs at a time through the sweep
     engine, else one after another), then write the report. Returns (runs, outcomes, report path)."""
     from mcmi.experiments.shots import parse_only
@@ -120,7 +121,7 @@ def run_binary(cfg: BinaryConfig, only: str | Sequence[str] | None = None, comma
         if report_only:
             continue
         log.info("binary: task %s (%d runs)", task.name, len(selected))
-        outcomes += train_runs(grid, selected, workers)
+        outcomes += train_runs(grid, selected, workers, cohort=cohort)
     return runs, outcomes, write_report(cfg, command, outcomes)
 
 
@@ -186,8 +187,12 @@ def write_report(cfg: BinaryConfig, command: str = "", outcomes: Sequence[RunOut
     rows = [[t.name, kind.upper(), f"{f(te['best_acc'])} / {f(te['last_acc'])}", f(te["train_ll"], 4),
              f(te["train_cmi"], 4)]
             for t in cfg.tasks for kind, te in results[t.name]["teachers"].get(cfg.teacher, {}).items()]
+    from mcmi.experiments.shots import teacher_views_line
+
     lines += [f"## Teachers ({cfg.teacher})", "",
-              markdown_table(["task", "teacher", "test top-1 best / last (%)", "train LL", "train CMI"], rows), ""]
+              markdown_table(["task", "teacher", "test top-1 best / last (%)", "train LL", "train CMI"], rows), "",
+              teacher_views_line(te for t in cfg.tasks for te in results[t.name]["teachers"].get(cfg.teacher, {}).values()),
+              ""]
     lines += ["Every run's numbers: `results.json`; the runs themselves: `<task>/`.", ""]
     out = Path(cfg.out) / cfg.name
     write_json(out / "results.json", {"experiment": "binary KD (paper A.13, Table 13)", "command": command,

@@ -61,8 +61,15 @@ def write_report(cfg: FewShotConfig, runs: Sequence[PlannedRun], command: str = 
     method x teacher kind (+ the MCMI - MLL gain of the means and paired by seed), columns alpha,
     cells mean ± std over seeds; best and last epoch."""
     from mcmi.config import to_dict
-    from mcmi.experiments.shots import (cell_stats, format_cell, paired_differences, plot_cell_curves, report_header,
-                                        student_rows, teacher_section)
+    from mcmi.experiments.shots import (
+        cell_stats,
+        format_cell,
+        paired_differences,
+        plot_cell_curves,
+        report_header,
+        student_rows,
+        teacher_section,
+    )
     from mcmi.io import write_json, write_text
     from mcmi.reports.tables import fmt_mean_std, markdown_table, mean_std
 
@@ -122,14 +129,15 @@ def write_report(cfg: FewShotConfig, runs: Sequence[PlannedRun], command: str = 
 
 
 def run_few_shot(cfg: FewShotConfig, only: str | Sequence[str] | None = None, command: str = "",
-                 report_only: bool = False, workers: int | None = None):
+                 report_only: bool = False, workers: int | None = None,
+                 cohort: bool = False):
     """Train the grid (finished runs skipped) and write the report. Returns (runs, outcomes, path)."""
     from mcmi.experiments.shots import expand, run_shot_grid
 
     if report_only:
         runs, outcomes = expand(cfg, cfg.cells()), []
     else:
-        runs, outcomes = run_shot_grid(cfg, cfg.cells(), only, workers=workers)
+        runs, outcomes = run_shot_grid(cfg, cfg.cells(), only, workers=workers, cohort=cohort)
     return runs, outcomes, write_report(cfg, runs, command, outcomes)
 
 

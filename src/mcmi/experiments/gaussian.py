@@ -25,7 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from mcmi.data.synthetic import GaussianTask, make_gaussian_task
-from mcmi.engine.stacked_mlp import StackedJobs, StackedMLP, mlp_train_flops_per_sample, train_stacked
+from mcmi.engine.stacked_mlp import (
+    StackedJobs,
+    StackedMLP,
+    mlp_train_flops_per_sample,
+    train_stacked,
+)
 from mcmi.io import write_json
 from mcmi.metrics.cmi import CMIState
 

@@ -95,7 +95,8 @@ def plan(cfg: SemiSupervisedConfig, only: Mapping[str, set[str]] | None = None):
 
 
 def run_semi_supervised(cfg: SemiSupervisedConfig, only: str | Sequence[str] | None = None, command: str = "",
-                        report_only: bool = False, workers: int | None = None):
+                        report_only: bool = False, workers: int | None = None,
+                        cohort: bool = False):
     """Train every cell (finished runs skipped), then write the report. Returns (runs, outcomes, path)."""
     from mcmi.experiments.shots import parse_only
     from mcmi.experiments.table1 import train_runs
@@ -106,7 +107,7 @@ def run_semi_supervised(cfg: SemiSupervisedConfig, only: str | Sequence[str] | N
         runs += selected
         if not report_only:
             log.info("semi-supervised: %g labeled (%d runs)", fraction, len(selected))
-            outcomes += train_runs(grid, selected, workers)
+            outcomes += train_runs(grid, selected, workers, cohort=cohort)
     return runs, outcomes, write_report(cfg, command, outcomes)
 
 
@@ -114,7 +115,7 @@ def write_report(cfg: SemiSupervisedConfig, command: str = "", outcomes: Sequenc
     """``out/<name>/README.md``, ``results.json`` and ``accuracy_vs_labeled.{png,pdf}`` (as Fig. 9)."""
     from mcmi.config import to_dict
     from mcmi.data import load_dataset
-    from mcmi.experiments.shots import format_cell, paired_differences
+    from mcmi.experiments.shots import format_cell, paired_differences, teacher_views_line
     from mcmi.io import write_json, write_text
     from mcmi.reports.table1 import collect_results, git_commit
     from mcmi.reports.tables import fmt_mean_std, markdown_table
@@ -174,8 +175,9 @@ def write_report(cfg: SemiSupervisedConfig, command: str = "", outcomes: Sequenc
             for a in fractions for k, t in res[cfg.cell_key(a)]["teachers"].get(cfg.teacher, {}).items()]
     lines += [f"## Teachers ({cfg.teacher}, trained on the labeled images)", "",
               markdown_table(["labeled", "teacher", "test top-1 best / last (%)", "train LL", "train CMI"], rows), "",
-              "LL and CMI: over all training images (unaugmented), the images the students distil on; the "
-              "teacher saw the labels of the labeled part only.", ""]
+              "LL and CMI: over all training images, the images the students distil on; the teacher saw the "
+              "labels of the labeled part only. " + teacher_views_line(
+                  t for a in fractions for t in res[cfg.cell_key(a)]["teachers"].get(cfg.teacher, {}).values()), ""]
     fig = _figure(cfg, res, fractions, n_train, out / "accuracy_vs_labeled")
     if fig:
         lines += ["## Figure", "", f"![student top-1 against labeled images]({fig.name})", ""]

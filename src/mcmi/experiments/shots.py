@@ -56,6 +56,8 @@ class ShotGridConfig:
     use_pair_defaults: bool = True
     teacher_seed: int = 0
     teacher_checkpoint: str = "last"
+    teacher_eval_view: str = "train-plain"  # teachers' train LL/CMI: "train-plain" | "train-augmented"
+    teacher_eval_seed: int = 0
     device: str = "auto"
     out: str = "runs/shots"
     name: str = ""  # subfolder of out for students and report; default: the experiment's name
@@ -80,7 +82,8 @@ class ShotGridConfig:
             mcmi_lambda={} if self.mcmi_lambda is None else {self.teacher: float(self.mcmi_lambda)},
             student_lr=dict(self.student_lr), method_args=dict(self.method_args),
             use_pair_defaults=self.use_pair_defaults, teacher_seed=self.teacher_seed,
-            teacher_checkpoint=self.teacher_checkpoint, device=self.device, out=self.out)
+            teacher_checkpoint=self.teacher_checkpoint, teacher_eval_view=self.teacher_eval_view,
+            teacher_eval_seed=self.teacher_eval_seed, device=self.device, out=self.out)
         return Table1Config(**{**fields, **changes})
 
 
@@ -148,16 +151,18 @@ def parse_only(spec: str | Sequence[str] | None, key: str = "cell") -> dict[str,
 
 
 def run_shot_grid(cfg: ShotGridConfig, cells: Sequence[Cell], only: str | Sequence[str] | None = None,
-                  after: Callable[[PlannedRun], None] | None = None, workers: int | None = None):
+                  after: Callable[[PlannedRun], None] | None = None, workers: int | None = None,
+                  cohort: bool = False):
     """Expand, filter (``--only``), train; then ``after(run)`` for each finished student (errors
     there are logged, not raised). Returns (all runs, outcomes).
 
-    ``workers``: train that many runs at a time (:func:`mcmi.experiments.table1.train_runs`)."""
+    ``workers``: train that many runs at a time, ``cohort``: the students of one teacher and seed
+    together (:func:`mcmi.experiments.table1.train_runs`)."""
     from mcmi.experiments.table1 import read_summary, select_runs, train_runs
 
     runs = expand(cfg, cells)
     selected = select_runs(runs, parse_only(only))
-    outcomes = train_runs(cfg.table1(), selected, workers)
+    outcomes = train_runs(cfg.table1(), selected, workers, cohort=cohort)
     if after is not None:
         for run in selected:
             if run.stage == "student" and read_summary(run.out_dir) is not None:
@@ -204,15 +209,18 @@ def teacher_rows(cfg: ShotGridConfig) -> dict[str, dict[str, Any]]:
     for kind in cfg.teacher_kinds:
         d = Path(cfg.out) / teacher_key(cfg.teacher, kind)
         s = read_summary(d) or {}
-        ev = {}
+        full: dict[str, Any] = {}
         if (d / "teacher_eval.json").is_file():
             try:
-                ev = json.loads((d / "teacher_eval.json").read_text()).get("train") or {}
+                full = json.loads((d / "teacher_eval.json").read_text())
             except ValueError:
-                ev = {}
+                full = {}
+        ev = full.get("train") or {}
         out[kind] = {"best_acc": None if s.get("best_acc") is None else 100 * s["best_acc"],
                      "last_acc": None if s.get("last_acc") is None else 100 * s["last_acc"],
-                     "train_ll": ev.get("log_likelihood"), "train_cmi": ev.get("cmi")}
+                     "train_ll": ev.get("log_likelihood"), "train_cmi": ev.get("cmi"),
+                     "train_view": (full.get("view") or "train-plain") if ev else None,
+                     "train_view_seed": full.get("view_seed") if ev else None}
     return out
 
 
@@ -225,7 +233,18 @@ def teacher_section(cfg: ShotGridConfig) -> tuple[list[str], dict[str, dict[str,
     table = markdown_table(["teacher", "test top-1 best / last (%)", "train LL", "train CMI"],
                            [[k.upper(), f"{f(t['best_acc'])} / {f(t['last_acc'])}", f(t["train_ll"], 4),
                              f(t["train_cmi"], 4)] for k, t in teachers.items()])
-    return [f"## Teachers ({cfg.teacher}, whole training set)", "", table, ""], teachers
+    return [f"## Teachers ({cfg.teacher}, whole training set)", "", table, "", teacher_views_line(teachers.values()),
+            ""], teachers
+
+
+def teacher_views_line(teachers: Any) -> str:
+    """The sentence naming the view of the training set the teachers' LL and CMI were measured
+    in (rows with ``train_view``/``train_view_seed``: :func:`teacher_rows`,
+    :func:`mcmi.reports.table1.collect_results`)."""
+    from mcmi.metrics.train_view import views_sentence
+
+    return views_sentence({"view": t.get("train_view"), "view_seed": t.get("train_view_seed")}
+                          for t in teachers if t.get("train_view"))
 
 
 def cell_stats(rows: Sequence[Mapping[str, Any]], value: str, **match: Any) -> list[float]:
@@ -322,7 +341,8 @@ def report_header(title: str, cfg: ShotGridConfig, command: str, runs: Sequence[
 
 
 __all__ = ["CELL_FIELDS", "Cell", "ShotGridConfig", "cell_stats", "expand", "find_grid_config", "format_cell", "parse_only",
-           "plot_cell_curves", "report_header", "run_shot_grid", "student_rows", "teacher_rows", "teacher_section"]
+           "plot_cell_curves", "report_header", "run_shot_grid", "student_rows", "teacher_rows", "teacher_section",
+           "teacher_views_line"]
 
 
 def grid_main(argv: list[str] | None, *, prog: str, config_cls: type, default_config: str, only_example: str,
@@ -332,22 +352,24 @@ def grid_main(argv: list[str] | None, *, prog: str, config_cls: type, default_co
     """The command line of a grid (``mcmi zero-shot`` / ``few-shot`` / ``binary``): parse, load the
     config, list (``--dry-run``: the runs of ``plan(cfg, only)``, default the shot grid's cells) or
     train and report with ``run(cfg, only, command, report_only, workers=...)``."""
-    import argparse
     import shlex
     import sys
 
+    from mcmi.argparsing import Parser, parse_args
     from mcmi.config import load_config
     from mcmi.experiments.table1 import format_plan, outcome_counts, select_runs
 
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = Parser(prog=prog, description=description)
     p.add_argument("--config", default=default_config, help="YAML grid: a name in configs/experiments or a path")
     p.add_argument("--only", action="append", help=f"e.g. {only_example} (keys: {only_key} method kind seed stage)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status; train nothing")
     p.add_argument("--report-only", action="store_true", help="only (re)write the report")
     p.add_argument("--workers", type=int, help="runs at a time, as local jobs of the sweep engine (default: one "
                    "after another in this process); each job gets cores / workers torch threads")
-    p.add_argument("override", nargs="*", help="config overrides key=value")
-    args = p.parse_args(argv)
+    p.add_argument("--cohort", action="store_true", help="train the students of one teacher and seed together, one "
+                   "teacher forward per batch (same run folders; one job per cohort with --workers)")
+    p.add_argument("override", nargs="*", help="config overrides key=value (anywhere among the options)")
+    args = parse_args(p, argv)
     if args.workers is not None and args.workers < 1:
         p.error(f"--workers must be at least 1, got {args.workers}")
     cfg = load_config(config_cls, find_grid_config(args.config), args.override)
@@ -356,7 +378,8 @@ def grid_main(argv: list[str] | None, *, prog: str, config_cls: type, default_co
         print(format_plan(runs))
         return 0
     command = f"{prog} " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    _, outcomes, path = run(cfg, args.only, command, args.report_only, workers=args.workers)
+    extra = {"cohort": True} if args.cohort else {}
+    _, outcomes, path = run(cfg, args.only, command, args.report_only, workers=args.workers, **extra)
     counts = outcome_counts(outcomes)
     print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no runs trained")
     print(f"report: {path}")

@@ -76,6 +76,10 @@ class ExecutorSpec:
     # workers, at most OMP_NUM_THREADS if set (torch's default, every core per job, oversubscribes:
     # 2 jobs x 2 threads on 2 cores run several times slower than 2 x 1); slurm/GPU jobs: torch's default
     threads_per_job: int | None = None
+    # local executor with GPUs: this many runs share each GPU (K * G runs at a time, run i on GPU
+    # i mod G via CUDA_VISIBLE_DEVICES); one CIFAR run rarely fills a large GPU. Ignored, with a
+    # warning, on a machine without GPUs (CPU jobs: ``workers``)
+    runs_per_gpu: int = 1
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -92,6 +96,13 @@ class ExecutorSpec:
             raise ValueError(f"threads_per_job must be >= 1, got {self.threads_per_job}")
         if self.poll_s <= 0:
             raise ValueError(f"poll_s must be positive, got {self.poll_s}")
+        if self.runs_per_gpu < 1:
+            raise ValueError(f"runs_per_gpu must be >= 1, got {self.runs_per_gpu}")
+        if self.runs_per_gpu > 1 and self.executor != "local":
+            raise ValueError("runs_per_gpu packs runs onto this machine's GPUs (local executor); on SLURM "
+                             "give each job its GPUs, or train the students of one teacher as a cohort (--cohort)")
+        if self.runs_per_gpu > 1 and (self.gpus_per_node or 1) > 1:
+            raise ValueError("runs_per_gpu shares a GPU among runs of one GPU each: gpus_per_node must be 1")
         bad = [k for k in self.slurm if k.startswith("slurm_")]
         if bad:
             raise ValueError(f"slurm: write the keys without the slurm_ prefix ({bad[0]!r})")
@@ -121,6 +132,10 @@ class TrainJob(submitit.helpers.Checkpointable):
             torch.set_num_threads(self.threads)
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if getattr(run, "members", None) is not None:  # a cohort: one job, one teacher pass per batch
+            from mcmi.experiments.cohort import unit_job
+
+            return unit_job(run)  # type: ignore[arg-type]
         rank = _export_torch_distributed_env()
         from mcmi.engine.lock import RunLockedError
 
@@ -202,16 +217,36 @@ class _Running:
     gpus: tuple[int, ...] = ()
 
 
+def _members(run: Any) -> tuple[PlannedRun, ...] | None:
+    """The member runs of a cohort (:class:`mcmi.experiments.cohort.CohortUnit`), None for a run."""
+    return getattr(run, "members", None)
+
+
+def _status(run: Any) -> str:
+    return run.status() if _members(run) is not None else run_status(run)
+
+
+def _holder(run: Any) -> dict[str, Any] | None:
+    return run.holder() if _members(run) is not None else lock_holder(run.out_dir)
+
+
+def _finished(run: Any) -> bool:
+    return run.finished() if _members(run) is not None else read_summary(run.out_dir) is not None
+
+
 def _dep_folder(run: PlannedRun, dep: str) -> Path:
     """Folder of dependency ``dep`` of ``run``: runs of one grid live under one root, each in
     ``root/<key>``."""
+    members = _members(run)
+    run = members[0] if members else run
     depth = len(Path(run.key).parts)
     return Path(*run.out_dir.parts[:-depth]) / dep if depth < len(run.out_dir.parts) else Path(dep)
 
 
 def _needs_teacher_eval(run: PlannedRun, teacher_checkpoint: str | None) -> bool:
-    return bool(teacher_checkpoint) and run.stage in ("teacher", "mcmi") and \
-        not (run.out_dir / "teacher_eval.json").is_file()
+    from mcmi.experiments.table1 import teacher_eval_stale
+
+    return bool(teacher_checkpoint) and run.stage in ("teacher", "mcmi") and teacher_eval_stale(run)
 
 
 def _failure_text(exc: BaseException | None) -> tuple[str, str]:
@@ -228,8 +263,14 @@ def _failure_text(exc: BaseException | None) -> tuple[str, str]:
 
 def _record_failure(run: PlannedRun, exc: BaseException | None, since: float) -> str:
     """The failure's one-line message; ``error.txt`` is the job's own if it wrote one during this
-    attempt, else (a killed job, a time limit, a lost node) the scheduler's account of it."""
+    attempt, else (a killed job, a time limit, a lost node) the scheduler's account of it. For a
+    cohort, each unfinished member's."""
     from mcmi.io import write_text
+
+    members = _members(run)
+    if members is not None:
+        msgs = [_record_failure(m, exc, since) for m in members if read_summary(m.out_dir) is None]
+        return "; ".join(msgs) if msgs else _failure_text(exc)[0]
 
     err = run.out_dir / "error.txt"
     if err.is_file() and err.stat().st_mtime >= since - 1.0:
@@ -282,9 +323,11 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
     before: dict[str, str] = {}
     pending: list[PlannedRun] = []
     elsewhere: list[PlannedRun] = []  # being trained by another process (a live run.lock): waited for
+    member_before: dict[str, str] = {}
     for run in runs:
-        before[run.key] = run_status(run)
-        holder = lock_holder(run.out_dir)
+        before[run.key] = _status(run)
+        member_before.update({m.key: run_status(m) for m in _members(run) or ()})
+        holder = _holder(run)
         if before[run.key] == "done" and not _needs_teacher_eval(run, teacher_checkpoint):
             outcomes[run.key] = RunOutcome(run.key, "done", "skipped")
             log.info("sweep: %s: done, skipped", run.key)
@@ -293,8 +336,18 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
             log.info("sweep: %s: being trained by another process (%s): waiting for it", run.key, describe(holder))
         else:
             pending.append(run)
+
+    def result() -> list[RunOutcome]:  # one outcome per run; a cohort's per member
+        from mcmi.experiments.cohort import member_outcomes
+
+        out: list[RunOutcome] = []
+        for r in runs:
+            members = _members(r)
+            out += member_outcomes(r, outcomes[r.key], member_before) if members is not None else [outcomes[r.key]]
+        return out
+
     if not pending and not elsewhere:
-        return [outcomes[r.key] for r in runs]
+        return result()
 
     ex = executor or make_executor(spec, folder)
     gpu_pool: list[int] = []
@@ -304,6 +357,10 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
         gpus_per_run = spec.gpus_per_node if spec.gpus_per_node is not None else (1 if gpu_pool else 0)
         if gpus_per_run > len(gpu_pool):
             raise ValueError(f"{gpus_per_run} GPUs per run requested, this machine offers {len(gpu_pool)}")
+        if spec.runs_per_gpu > 1 and not gpu_pool:
+            log.warning("sweep: runs_per_gpu=%d ignored: this machine has no GPU (CPU jobs at a time: --workers)",
+                        spec.runs_per_gpu)
+        gpu_pool = gpu_slots(gpu_pool, spec.runs_per_gpu)
     if spec.workers is not None:
         workers = spec.workers
     elif spec.executor == "local":
@@ -313,8 +370,8 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
     if gpus_per_run:
         workers = min(workers, len(gpu_pool) // gpus_per_run)
     threads = spec.threads_per_job
-    if threads is None and spec.executor == "local" and not gpus_per_run:
-        threads = local_threads(workers, len(pending))
+    if threads is None and spec.executor == "local" and (not gpus_per_run or spec.runs_per_gpu > 1):
+        threads = local_threads(workers, len(pending))  # several GPU jobs also share the cores
     job = job or TrainJob(threads=threads)
 
     ok = {k for k, o in outcomes.items() if o.result == "skipped"}
@@ -347,14 +404,14 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
                  f" on GPUs {','.join(map(str, gpus))}" if gpus else "")
 
     def watch_elsewhere() -> None:
-        for run in [r for r in elsewhere if lock_holder(r.out_dir) is None]:
+        for run in [r for r in elsewhere if _holder(r) is None]:
             elsewhere.remove(run)
-            if read_summary(run.out_dir) is not None and not _needs_teacher_eval(run, teacher_checkpoint):
+            if _finished(run) and not _needs_teacher_eval(run, teacher_checkpoint):
                 ok.add(run.key)
                 outcomes[run.key] = RunOutcome(run.key, before[run.key], "skipped", "finished by another process")
                 log.info("sweep: %s: finished by another process", run.key)
             else:  # that process stopped early: resume the run here
-                before[run.key] = run_status(run)
+                before[run.key] = _status(run)
                 pending.insert(0, run)
 
     def settle(r: _Running) -> None:
@@ -362,7 +419,7 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
         gpu_pool.extend(r.gpus)
         exc = r.job.exception()
         wall = time.time() - r.started
-        if exc is not None and "RunLockedError" in str(exc) and lock_holder(run.out_dir) is not None:
+        if exc is not None and "RunLockedError" in str(exc) and _holder(run) is not None:
             elsewhere.append(run)  # another process took the folder between our check and the job's start
             attempts[run.key] -= 1
             log.info("sweep: %s: taken by another process: waiting for it", run.key)
@@ -422,7 +479,13 @@ def run_sweep(runs: Sequence[PlannedRun], spec: ExecutorSpec | None = None, *,
                 log.error("sweep interrupted: %d job(s) keep running on the cluster: %s", len(running),
                           ", ".join(f"{k} ({r.job.job_id})" for k, r in running.items()))
         raise
-    return [outcomes[r.key] for r in runs]
+    return result()
+
+
+def gpu_slots(gpus: Sequence[int], runs_per_gpu: int = 1) -> list[int]:
+    """The pool of GPU slots of ``runs_per_gpu`` runs per GPU: ``[0, 1, .., G-1]`` repeated, so the
+    first ``K * G`` runs go to GPU ``i mod G``; a finished run's slot goes to the next run."""
+    return [g for _ in range(max(1, runs_per_gpu)) for g in gpus]
 
 
 # --------------------------------------------------------------------- one recipe's grid
@@ -480,7 +543,12 @@ def expand_recipe_grid(recipe: str | os.PathLike | None, grid: Sequence[tuple[st
                        overrides: Sequence[str] = (), out: str | os.PathLike | None = None) -> list[PlannedRun]:
     """The cartesian product of ``grid`` over one recipe: one :class:`PlannedRun` per point, its
     ``RunConfig`` = recipe + ``overrides`` + the point's ``key=value``s, in ``out/<run_name>``
-    (default ``out``: the recipe's ``out`` + ``-sweep``). Errors name the recipe and the key."""
+    (default ``out``: the recipe's ``out`` + ``-sweep``). Errors name the recipe and the key.
+    A recipe that names a teacher gets the student defaults (lr by student, DKD/ReviewKD pair
+    weights) where neither it, ``overrides`` nor the grid point set them
+    (:mod:`mcmi.experiments.student_defaults`)."""
+    from mcmi.experiments.student_defaults import load_run_config
+
     base = load_config(RunConfig, recipe, list(overrides))
     root = Path(out) if out is not None else Path(f"{str(base.out).rstrip('/')}-sweep")
     keys = [k for k, _ in grid]
@@ -488,7 +556,7 @@ def expand_recipe_grid(recipe: str | os.PathLike | None, grid: Sequence[tuple[st
     for values in itertools.product(*(v for _, v in grid)):
         point = list(zip(keys, values))
         name = run_name(point, keys)
-        cfg = load_config(RunConfig, recipe, [*overrides, *(f"{k}={v}" for k, v in point), f"out={root / name}"])
+        cfg = load_run_config(recipe, [*overrides, *(f"{k}={v}" for k, v in point), f"out={root / name}"])
         _check_method_args(cfg, f"{recipe} + {name}")
         runs.append(PlannedRun(name, "run", cfg, (), {k: (v,) for k, v in point}))
     names = [r.key for r in runs]
@@ -547,6 +615,6 @@ def format_results(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EXECUTORS", "ExecutorSpec", "TrainJob", "expand_recipe_grid", "format_results", "local_gpus",
+__all__ = ["EXECUTORS", "ExecutorSpec", "TrainJob", "expand_recipe_grid", "format_results", "gpu_slots", "local_gpus",
            "make_executor", "parse_grid", "run_name", "run_sweep", "slurm_parameters", "split_values",
            "sweep_results"]

@@ -15,18 +15,21 @@ into its own folder under ``out``::
 A run whose ``summary.json`` exists is done and skipped; one with a ``last.pt`` resumes. A failing
 run leaves ``error.txt`` (message and traceback) in its folder and the others go on; runs that need
 its checkpoint are reported as blocked. Teachers also get ``teacher_eval.json``: accuracy, LL and
-CMI of the checkpoint the students read, on the (unaugmented) training set, as in the paper's
-Table 1 rows.
+CMI of the checkpoint the students read on the training set (the paper's Table 1 rows), in the
+view ``teacher_eval_view`` names (:mod:`mcmi.metrics.train_view`): ``train-plain`` (default: every
+image once, unaugmented) or ``train-augmented`` (the training augmentation, model in eval mode:
+what the paper's analysis script ``MTCMI.py`` measures); the file records which.
 
-Per-method arguments, lowest precedence first: the method module's ``pair_defaults(teacher,
-student)`` (DKD's and ReviewKD's per-pair weights, as the paper's A.8.2 takes them from the
-official code), ``method_args[method]``, ``pair_method_args["<teacher>-<student>"][method]``.
+Student settings, lowest precedence first: the student defaults of
+:mod:`mcmi.experiments.student_defaults` (lr 0.01 for MobileNetV2/ShuffleNets; DKD's and
+ReviewKD's per-pair weights, as the paper's A.8.2 takes them from the official code, each entry
+flagged official or nearest-pair), the student recipe's explicit settings,
+``student_lr[student]``, ``method_args[method]``, ``pair_method_args["<teacher>-<student>"][method]``.
 """
 from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -34,6 +37,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mcmi.config import ConfigError, build, deep_merge, load_yaml
+from mcmi.experiments.student_defaults import (
+    STUDENT_LR,
+    apply_student_defaults,
+    recipe_explicit_keys,
+    summarize_applied,
+)
 from mcmi.experiments.train import DataSpec, RunConfig
 
 log = logging.getLogger(__name__)
@@ -46,9 +55,9 @@ TABLE6_LAMBDA: dict[str, float] = {
 }
 #: Paper Table 6, CIFAR-10 row (only ResNet-56 is listed).
 TABLE6_LAMBDA_CIFAR10: dict[str, float] = {"resnet56": 0.25}
-#: A.8.2 (RepDistiller): a smaller initial learning rate for these students.
-SMALL_LR_STUDENTS: dict[str, float] = {"mobilenetv2": 0.01, "mobilenetv2_x0_1": 0.01, "shufflenetv1": 0.01,
-                                        "shufflenetv2": 0.01}
+#: A.8.2 (RepDistiller): a smaller initial learning rate for these students (an alias of
+#: :data:`mcmi.experiments.student_defaults.STUDENT_LR`, applied wherever a student is trained).
+SMALL_LR_STUDENTS: dict[str, float] = STUDENT_LR
 
 
 @dataclass(frozen=True)
@@ -92,8 +101,10 @@ class Table1Config:
     then sets what the grid decides: ``model``, ``teacher``, ``method`` (and ``method_args`` of
     students), ``data`` (this config's, replacing the recipe's), ``train.seed``, ``device``, ``out``.
 
-    ``mcmi_lambda`` and ``student_lr`` are merged over their defaults (Table 6; lr 0.01 for
-    MobileNetV2/ShuffleNets), so a config lists only what it changes.
+    ``mcmi_lambda`` is merged over its defaults (Table 6), so a config lists only what it changes.
+    ``student_lr`` lists the students whose lr the grid sets; the others get the student defaults
+    (:mod:`mcmi.experiments.student_defaults`: 0.01 for MobileNetV2/ShuffleNets) unless the student
+    recipe sets ``train.lr`` itself.
     """
 
     pairs: list[PairSpec] = field(default_factory=list)
@@ -110,10 +121,12 @@ class Table1Config:
     student_lr: dict[str, float] = field(default_factory=dict)
     method_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     pair_method_args: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    use_pair_defaults: bool = True  # the method modules' pair_defaults (DKD beta, ReviewKD weight)
+    use_pair_defaults: bool = True  # the method modules' PAIR_DEFAULTS (DKD beta, ReviewKD weight)
     student_baseline: bool = False  # also train each student without a teacher (Table 1's student row)
     teacher_seed: int = 0
     teacher_checkpoint: str = "last"  # which teacher file students read: "last" or "best"
+    teacher_eval_view: str = "train-plain"  # teachers' train LL/CMI: "train-plain" | "train-augmented"
+    teacher_eval_seed: int = 0  # the augmentation draws of the train-augmented view
     device: str = "auto"
     out: str = "runs/table1"
 
@@ -133,9 +146,12 @@ class Table1Config:
         bad = [k for k in self.teacher_kinds if k not in TEACHER_KINDS]
         if bad:
             raise ValueError(f"teacher_kinds must be among {list(TEACHER_KINDS)}, got {bad[0]!r}")
-        for name in list(self.methods) + list(self.method_args):
-            if name not in METHODS:
-                raise ValueError(f"unknown method {name!r}; registered: {', '.join(METHODS.names())}")
+        from mcmi.config import unknown_name
+
+        for key, names in (("methods", self.methods), ("method_args", list(self.method_args))):
+            for name in names:
+                if name not in METHODS:
+                    raise ValueError(unknown_name(key, name, "method", METHODS.names()))
         for name in self.methods:
             cls = METHODS.get(name)
             if not (isinstance(cls, type) and issubclass(cls, Distiller)):
@@ -147,11 +163,13 @@ class Table1Config:
                                  f"method -> args, got {pair!r}")
         if self.teacher_checkpoint not in ("last", "best"):
             raise ValueError(f"teacher_checkpoint must be 'last' or 'best', got {self.teacher_checkpoint!r}")
+        from mcmi.metrics.train_view import check_view
+
+        check_view(self.teacher_eval_view, "teacher_eval_view")
         defaults = dict(TABLE6_LAMBDA)
         if self.data.name == "cifar10":
             defaults.update(TABLE6_LAMBDA_CIFAR10)
         self.mcmi_lambda = {**defaults, **self.mcmi_lambda}
-        self.student_lr = {**SMALL_LR_STUDENTS, **self.student_lr}
 
     def lambda_for(self, arch: str) -> float:
         return float(self.mcmi_lambda.get(arch, self.mcmi_lambda_default))
@@ -167,6 +185,9 @@ class PlannedRun:
     config: RunConfig
     deps: tuple[str, ...] = ()
     labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # teachers: the view and seed of their teacher_eval.json (Table1Config.teacher_eval_view/seed)
+    eval_view: str = "train-plain"
+    eval_seed: int = 0
 
     @property
     def out_dir(self) -> Path:
@@ -208,29 +229,33 @@ def recipe_data(recipe: str | Mapping[str, Any]) -> dict[str, Any]:
     return deep_merge(merged, data)
 
 
-def _method_module_pair_defaults(method: str, teacher: str, student: str) -> dict[str, Any]:
-    """The ``pair_defaults(teacher, student)`` of the module defining ``method``, if it has one."""
-    from mcmi.methods import METHODS
-
-    module = sys.modules.get(getattr(METHODS.get(method), "__module__", ""))
-    fn = getattr(module, "pair_defaults", None)
-    return dict(fn(teacher, student)) if callable(fn) else {}
-
-
-def student_method_args(cfg: Table1Config, pair: PairSpec, method: str) -> dict[str, Any]:
-    """Arguments of ``method`` for ``pair``: pair defaults < method_args < pair_method_args."""
-    args: dict[str, Any] = {}
-    if cfg.use_pair_defaults:
-        args.update(_method_module_pair_defaults(method, pair.teacher, pair.student))
-    args.update(cfg.method_args.get(method, {}) or {})
+def grid_method_args(cfg: Table1Config, pair: PairSpec, method: str) -> dict[str, Any]:
+    """The arguments of ``method`` for ``pair`` that the grid sets: method_args < pair_method_args
+    (explicit settings: the student defaults never replace them)."""
+    args: dict[str, Any] = dict(cfg.method_args.get(method, {}) or {})
     args.update((cfg.pair_method_args.get(pair.name, {}) or {}).get(method, {}) or {})
     return args
 
 
+def student_method_args(cfg: Table1Config, pair: PairSpec, method: str) -> dict[str, Any]:
+    """All arguments of ``method`` for ``pair``: the pair weights of the student defaults
+    (``use_pair_defaults``) < method_args < pair_method_args."""
+    data: dict[str, Any] = {"model": {"name": pair.student}, "teacher": {"name": pair.teacher}, "method": method,
+                            "method_args": grid_method_args(cfg, pair, method)}
+    explicit = {f"method_args.{k}" for k in data["method_args"]} | {"train.lr"}
+    apply_student_defaults(data, explicit, student_run=True, pair_weights=cfg.use_pair_defaults, quiet=True)
+    return dict(data["method_args"])
+
+
 def _run_config(cfg: Table1Config, recipe: Mapping[str, Any], key: str, *, model: dict[str, Any],
                 method: str, method_args: dict[str, Any] | None, teacher: dict[str, Any] | None,
-                seed: int, lr: float | None = None, recipe_name: str = "") -> RunConfig:
-    """The RunConfig of one run: the loaded ``recipe`` with what the grid decides set on top."""
+                seed: int, lr: float | None = None, recipe_name: str = "",
+                student_explicit: set[str] | None = None, applied: list | None = None) -> RunConfig:
+    """The RunConfig of one run: the loaded ``recipe`` with what the grid decides set on top.
+
+    ``student_explicit`` (students and student baselines: the keys the student recipe sets
+    explicitly) applies the student defaults for what neither the recipe, ``lr`` nor
+    ``method_args`` set; ``applied`` collects them as (student, teacher, method, default)."""
     data = dict(recipe)
     train = dict(data.get("train") or {})
     train["seed"] = seed
@@ -242,6 +267,14 @@ def _run_config(cfg: Table1Config, recipe: Mapping[str, Any], key: str, *, model
     )
     if method_args is not None:
         data["method_args"] = method_args
+    if student_explicit is not None:
+        explicit = {k for k in student_explicit if not k.startswith("method_args.")} if method_args is not None \
+            else set(student_explicit)
+        explicit |= {f"method_args.{k}" for k in method_args or {}} | ({"train.lr"} if lr is not None else set())
+        done = apply_student_defaults(data, explicit, student_run=True, pair_weights=cfg.use_pair_defaults,
+                                      where=key, quiet=True)
+        if applied is not None:
+            applied += [(model["name"], (teacher or {}).get("name"), method, d) for d in done]
     return build(RunConfig, data, source=f"table1 {recipe_name or 'recipe'} for {key}")
 
 
@@ -273,11 +306,18 @@ def expand_grid(cfg: Table1Config) -> list[PlannedRun]:
     out = Path(cfg.out)
     runs: list[PlannedRun] = []
     cache: dict[str, dict[str, Any]] = {}
+    explicit_cache: dict[str, set[str]] = {}
+    applied: list = []  # student defaults of every run, logged once at the end
 
     def recipe(name: str) -> dict[str, Any]:  # each recipe file is read once per expansion
         if name not in cache:
             cache[name] = recipe_data(getattr(cfg, name))
         return cache[name]
+
+    def explicit(name: str) -> set[str]:  # what the recipe sets itself (the student defaults yield to it)
+        if name not in explicit_cache:
+            explicit_cache[name] = recipe_explicit_keys(getattr(cfg, name))
+        return explicit_cache[name]
 
     teachers = _unique(p.teacher for p in cfg.pairs)
     preps = _unique(TEACHER_PREP[m] for m in cfg.methods if m in TEACHER_PREP)
@@ -289,7 +329,7 @@ def expand_grid(cfg: Table1Config) -> list[PlannedRun]:
             teacher_key(arch, "mll"), "teacher",
             _run_config(cfg, recipe("teacher_recipe"), teacher_key(arch, "mll"), model={"name": arch}, method="mll",
                         method_args=None, teacher=None, seed=cfg.teacher_seed, recipe_name="teacher_recipe"),
-            (), {**labels, "kind": ("mll",)}))
+            (), {**labels, "kind": ("mll",)}, cfg.teacher_eval_view, cfg.teacher_eval_seed))
         if "mcmi" in cfg.teacher_kinds:
             mcmi_args = dict(recipe("mcmi_recipe").get("method_args") or {})
             mcmi_args["lam"] = cfg.lambda_for(arch)
@@ -299,7 +339,8 @@ def expand_grid(cfg: Table1Config) -> list[PlannedRun]:
                             model={"name": arch, "weights": str(out / teacher_key(arch, "mll") / "last.pt")},
                             method="mcmi", method_args=mcmi_args, teacher=None, seed=cfg.teacher_seed,
                             recipe_name="mcmi_recipe"),
-                (teacher_key(arch, "mll"),), {**labels, "kind": ("mcmi",)}))
+                (teacher_key(arch, "mll"),), {**labels, "kind": ("mcmi",)}, cfg.teacher_eval_view,
+                cfg.teacher_eval_seed))
         for kind in cfg.teacher_kinds:
             for prep in preps:
                 key = prep_key(arch, kind, prep)
@@ -319,7 +360,8 @@ def expand_grid(cfg: Table1Config) -> list[PlannedRun]:
                     key, "baseline",
                     _run_config(cfg, recipe("student_recipe"), key, model={"name": student}, method="mll",
                                 method_args={}, teacher=None, seed=seed, lr=cfg.student_lr.get(student),
-                                recipe_name="student_recipe"),
+                                recipe_name="student_recipe", student_explicit=explicit("student_recipe"),
+                                applied=applied),
                     (), {"stage": ("baseline",), "student": (student,), "seed": (str(seed),), "method": ("baseline",),
                          "pair": tuple(p.name for p in pairs_of), "teacher": tuple(p.teacher for p in pairs_of)}))
     for seed in cfg.seeds:
@@ -328,7 +370,7 @@ def expand_grid(cfg: Table1Config) -> list[PlannedRun]:
                 prep = TEACHER_PREP.get(method)
                 for kind in cfg.teacher_kinds:
                     key = student_key(pair, method, kind, seed)
-                    args = student_method_args(cfg, pair, method)
+                    args = grid_method_args(cfg, pair, method)
                     deps = [teacher_key(pair.teacher, kind)]
                     if prep is not None and prep.arg not in args:
                         deps.append(prep_key(pair.teacher, kind, prep))
@@ -339,10 +381,12 @@ def expand_grid(cfg: Table1Config) -> list[PlannedRun]:
                                     method_args=args,
                                     teacher={"name": pair.teacher,
                                              "weights": str(out / teacher_key(pair.teacher, kind) / ckpt)},
-                                    seed=seed, lr=cfg.student_lr.get(pair.student), recipe_name="student_recipe"),
+                                    seed=seed, lr=cfg.student_lr.get(pair.student), recipe_name="student_recipe",
+                                    student_explicit=explicit("student_recipe"), applied=applied),
                         tuple(deps),
                         {"stage": ("student",), "pair": (pair.name,), "teacher": (pair.teacher,),
                          "student": (pair.student,), "method": (method,), "kind": (kind,), "seed": (str(seed),)}))
+    summarize_applied(applied, f"grid {cfg.out}")
     return runs
 
 
@@ -497,30 +541,54 @@ def format_plan(runs: Sequence[PlannedRun]) -> str:
 
 
 # ------------------------------------------------------------------------------- running
-def evaluate_teacher(run: PlannedRun, checkpoint: str = "last") -> dict[str, Any]:
-    """Accuracy, LL and CMI of a teacher checkpoint on the unaugmented training set (the paper
-    reports its teachers' LL and CMI over the training set) and on the test set."""
+def evaluate_teacher(run: PlannedRun, checkpoint: str = "last", view: str | None = None,
+                     seed: int | None = None) -> dict[str, Any]:
+    """Accuracy, LL and CMI of a teacher checkpoint on the training set (the paper reports its
+    teachers' LL and CMI over the training set) in ``view`` (default ``run.eval_view``:
+    ``train-plain`` unaugmented, or ``train-augmented`` with draws from ``seed``, default
+    ``run.eval_seed``; :mod:`mcmi.metrics.train_view`), and its test accuracy. The result
+    records the view (``view``, ``view_seed``)."""
     import torch
 
-    from mcmi.data import TensorLoader, dataset_stats
+    from mcmi.data import dataset_stats
     from mcmi.experiments.train import load_datasets, resolve_device
     from mcmi.metrics import evaluate
+    from mcmi.metrics.train_view import check_view, train_view_loader
     from mcmi.models.io import load_model
 
+    view = check_view(view or run.eval_view, "view")
+    seed = run.eval_seed if seed is None else int(seed)
     spec = run.config.data
     dev = resolve_device(run.config.device)
     train, _ = load_datasets(spec)  # the task the teacher was trained on (class_groups, subset)
     stats = dataset_stats(train, root=spec.root)
     path = run.out_dir / f"{checkpoint}.pt"
     model = load_model(path, num_classes=train.num_classes, normalization=(stats.mean, stats.std)).to(dev)
-    loader = TensorLoader(train, spec.eval_batch_size, shuffle=False, augment=False, device=dev,
-                          stats=(stats.mean, stats.std))
+    loader = train_view_loader(train, view, spec.eval_batch_size, device=dev, stats=(stats.mean, stats.std),
+                               seed=seed)
     with torch.no_grad():
         res = evaluate(model, loader, train.num_classes, dev)
     summary = read_summary(run.out_dir) or {}
     test_acc = summary.get("last_acc") if checkpoint == "last" else summary.get("best_acc")
-    return {"checkpoint": str(path), "train": res.as_dict(), "test_acc": test_acc,
+    return {"checkpoint": str(path), "view": view, "view_seed": seed if view == "train-augmented" else None,
+            "train": res.as_dict(), "test_acc": test_acc,
             "best_acc": summary.get("best_acc"), "last_acc": summary.get("last_acc")}
+
+
+def teacher_eval_stale(run: PlannedRun, checkpoint: str | None = None) -> bool:
+    """Whether a teacher's ``teacher_eval.json`` is missing, unreadable, or of another view (or
+    seed) than ``run`` asks, or (given ``checkpoint``) of another checkpoint file."""
+    from mcmi.metrics.train_view import view_of
+
+    path = run.out_dir / "teacher_eval.json"
+    try:
+        ev = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True
+    want = (run.eval_view, run.eval_seed if run.eval_view == "train-augmented" else None)
+    if view_of(ev) != want:
+        return True
+    return checkpoint is not None and not str(ev.get("checkpoint", "")).endswith(f"{checkpoint}.pt")
 
 
 def _write_error(run: PlannedRun, err: BaseException) -> str:
@@ -545,9 +613,14 @@ def run_grid(cfg: Table1Config, runs: Sequence[PlannedRun]) -> list[RunOutcome]:
     outcomes: list[RunOutcome] = []
     n = len(runs)
     for i, run in enumerate(runs, 1):
+        if getattr(run, "members", None) is not None:  # a cohort (mcmi.experiments.cohort)
+            from mcmi.experiments.cohort import run_unit
+
+            outcomes += run_unit(run, cfg.out, failed)  # type: ignore[arg-type]
+            continue
         before = run_status(run)
         tag = f"table1 [{i}/{n}] {run.key}"
-        needs_eval = run.stage in ("teacher", "mcmi") and not (run.out_dir / "teacher_eval.json").is_file()
+        needs_eval = run.stage in ("teacher", "mcmi") and teacher_eval_stale(run)
         if before == "done" and not needs_eval:
             drift = config_drift(run)
             if drift:
@@ -590,17 +663,28 @@ def load_table1_config(path: str | Path | None, overrides: Sequence[str] = ()) -
     return load_config(Table1Config, path, overrides)
 
 
-def train_runs(cfg: Table1Config, runs: Sequence[PlannedRun], workers: int | None = None) -> list[RunOutcome]:
+def train_runs(cfg: Table1Config, runs: Sequence[PlannedRun], workers: int | None = None,
+               cohort: bool = False) -> list[RunOutcome]:
     """Train ``runs`` of grid ``cfg``: one after another in this process (:func:`run_grid`), or
     ``workers`` at a time as local jobs of the sweep engine (:func:`mcmi.experiments.sweep.run_sweep`,
     each with cores / workers torch threads, at most ``OMP_NUM_THREADS``). Finished runs are skipped
-    either way."""
-    if not workers:
-        return run_grid(cfg, runs)
-    from mcmi.experiments.sweep import ExecutorSpec, run_sweep
+    either way. With ``cohort`` the students of one teacher and seed train together, one teacher
+    forward per batch (:mod:`mcmi.experiments.cohort`; one job per cohort), into the same run
+    folders. Outcomes: one per run, in the order of ``runs``."""
+    units: Sequence[Any] = runs
+    if cohort:
+        from mcmi.experiments.cohort import group_cohorts
 
-    return run_sweep(runs, ExecutorSpec(workers=workers), folder=Path(cfg.out) / ".submitit",
-                     teacher_checkpoint=cfg.teacher_checkpoint)
+        units = group_cohorts(runs)
+    if not workers:
+        outcomes = run_grid(cfg, units)
+    else:
+        from mcmi.experiments.sweep import ExecutorSpec, run_sweep
+
+        outcomes = run_sweep(units, ExecutorSpec(workers=workers), folder=Path(cfg.out) / ".submitit",
+                             teacher_checkpoint=cfg.teacher_checkpoint)
+    order = {r.key: i for i, r in enumerate(runs)}
+    return sorted(outcomes, key=lambda o: order.get(o.key, len(order)))
 
 
 def run_table1(cfg: Table1Config, only: str | Sequence[str] | None = None, command: str = "",
@@ -628,6 +712,6 @@ def outcome_counts(outcomes: Sequence[RunOutcome]) -> dict[str, int]:
 __all__ = [
     "PairSpec", "PlannedRun", "RunOutcome", "SMALL_LR_STUDENTS", "TABLE6_LAMBDA", "TEACHER_KINDS", "TEACHER_PREP",
     "Table1Config", "config_drift", "evaluate_teacher", "expand_grid", "format_plan", "load_table1_config",
-    "outcome_counts", "parse_only", "recipe_data", "run_grid", "run_status", "run_table1", "select_runs",
-    "student_method_args", "train_runs",
+    "grid_method_args", "outcome_counts", "parse_only", "recipe_data", "run_grid", "run_status", "run_table1",
+    "select_runs", "student_method_args", "teacher_eval_stale", "train_runs",
 ]

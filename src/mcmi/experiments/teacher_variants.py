@@ -78,6 +78,8 @@ class TeacherVariantsConfig:
     reference: str | None = None  # the variant gains are measured against (default: the first)
     teacher_seed: int = 0
     teacher_checkpoint: str = "last"
+    teacher_eval_view: str = "train-plain"  # teachers' train figures: "train-plain" | "train-augmented"
+    teacher_eval_seed: int = 0  # the augmentation draws of the train-augmented view
     device: str = "auto"
     out: str = "runs/teacher_variants"
     name: str = "teacher_variants"
@@ -123,13 +125,21 @@ class TeacherVariantsConfig:
                             teacher_recipe=self.teacher_recipe, mcmi_recipe=self.mcmi_recipe,
                             student_recipe=self.student_recipe, student_lr=dict(self.student_lr),
                             method_args=dict(self.method_args), teacher_seed=self.teacher_seed,
-                            teacher_checkpoint=self.teacher_checkpoint, device=self.device, out=self.out)
+                            teacher_checkpoint=self.teacher_checkpoint, teacher_eval_view=self.teacher_eval_view,
+                            teacher_eval_seed=self.teacher_eval_seed, device=self.device, out=self.out)
 
 
 def expand(cfg: TeacherVariantsConfig) -> list[PlannedRun]:
     """Teachers in list order (fine-tunes after what they start from), then students seed by seed."""
     from mcmi.config import deep_merge
-    from mcmi.experiments.table1 import _run_config, recipe_data, student_key, student_method_args, teacher_key
+    from mcmi.experiments.student_defaults import recipe_explicit_keys, summarize_applied
+    from mcmi.experiments.table1 import (
+        _run_config,
+        grid_method_args,
+        recipe_data,
+        student_key,
+        teacher_key,
+    )
 
     grid = cfg.grid()
     out = Path(cfg.out)
@@ -153,8 +163,10 @@ def expand(cfg: TeacherVariantsConfig) -> list[PlannedRun]:
             _run_config(grid, recipe, key, model=model, method=v.method, method_args=args, teacher=None,
                         seed=cfg.teacher_seed, recipe_name=f"variant {v.name}"),
             deps, {"stage": ("teacher",), "teacher": (arch,), "kind": (v.name,),
-                   "pair": (PairSpec(arch, cfg.student).name,)}))
+                   "pair": (PairSpec(arch, cfg.student).name,)}, cfg.teacher_eval_view, cfg.teacher_eval_seed))
     student_recipe = recipe_data(cfg.student_recipe)
+    student_explicit = recipe_explicit_keys(cfg.student_recipe)
+    applied: list = []
     for seed in cfg.seeds:
         for v in cfg.variants:
             pair = PairSpec(cfg.arch_of(v), cfg.student)
@@ -163,12 +175,14 @@ def expand(cfg: TeacherVariantsConfig) -> list[PlannedRun]:
                 runs.append(PlannedRun(
                     key, "student",
                     _run_config(grid, student_recipe, key, model={"name": cfg.student}, method=method,
-                                method_args=student_method_args(grid, pair, method),
+                                method_args=grid_method_args(grid, pair, method),
                                 teacher={"name": pair.teacher, "weights": str(out / teacher_key(pair.teacher, v.name) / ckpt)},
-                                seed=seed, lr=grid.student_lr.get(cfg.student), recipe_name="student_recipe"),
+                                seed=seed, lr=grid.student_lr.get(cfg.student), recipe_name="student_recipe",
+                                student_explicit=student_explicit, applied=applied),
                     (teacher_key(pair.teacher, v.name),),
                     {"stage": ("student",), "pair": (pair.name,), "teacher": (pair.teacher,), "student": (cfg.student,),
                      "method": (method,), "kind": (v.name,), "seed": (str(seed),)}))
+    summarize_applied(applied, f"teacher variants {cfg.out}")
     return runs
 
 
@@ -181,11 +195,12 @@ def plan(cfg: TeacherVariantsConfig, only: Sequence[str] | str | None = None) ->
 
 
 def ensure_teacher_evals(cfg: TeacherVariantsConfig, runs: Sequence[PlannedRun]) -> None:
-    """Train-set accuracy, LL, CMI and entropy of every finished teacher (``teacher_eval.json``;
-    evaluations written before the entropy was measured are redone)."""
+    """Train-set accuracy, LL, CMI and entropy of every finished teacher (``teacher_eval.json``) in
+    the view ``cfg.teacher_eval_view`` (:mod:`mcmi.metrics.train_view`); evaluations of another
+    view or checkpoint, or written before the entropy was measured, are redone."""
     import json
 
-    from mcmi.experiments.table1 import evaluate_teacher, read_summary
+    from mcmi.experiments.table1 import evaluate_teacher, read_summary, teacher_eval_stale
     from mcmi.io import write_json
 
     for run in runs:
@@ -196,13 +211,14 @@ def ensure_teacher_evals(cfg: TeacherVariantsConfig, runs: Sequence[PlannedRun])
             ev = json.loads(path.read_text()) if path.is_file() else {}
         except ValueError:
             ev = {}
-        if "entropy" not in (ev.get("train") or {}) or not str(ev.get("checkpoint", "")).endswith(f"{cfg.teacher_checkpoint}.pt"):
-            log.info("%s: evaluating the teacher on the training set", run.key)
+        if "entropy" not in (ev.get("train") or {}) or teacher_eval_stale(run, cfg.teacher_checkpoint):
+            log.info("%s: evaluating the teacher on the training set (view %s)", run.key, run.eval_view)
             write_json(path, evaluate_teacher(run, cfg.teacher_checkpoint))
 
 
 def run_teacher_variants(cfg: TeacherVariantsConfig, only: str | Sequence[str] | None = None, command: str = "",
-                         report_only: bool = False, workers: int | None = None):
+                         report_only: bool = False, workers: int | None = None,
+                         cohort: bool = False):
     """Train the selected runs (finished ones skipped), evaluate the teachers, write the report.
     Returns (all runs, outcomes, report path)."""
     from mcmi.experiments.table1 import train_runs
@@ -210,7 +226,7 @@ def run_teacher_variants(cfg: TeacherVariantsConfig, only: str | Sequence[str] |
     runs = expand(cfg)
     outcomes: list[RunOutcome] = []
     if not report_only:
-        outcomes = train_runs(cfg.grid(), plan(cfg, only), workers)
+        outcomes = train_runs(cfg.grid(), plan(cfg, only), workers, cohort=cohort)
     ensure_teacher_evals(cfg, runs)
     return runs, outcomes, write_report(cfg, runs, command, outcomes)
 
@@ -227,15 +243,17 @@ def collect(cfg: TeacherVariantsConfig, runs: Sequence[PlannedRun]) -> list[dict
         d = Path(cfg.out) / teacher_key(cfg.arch_of(v), v.name)
         s = read_summary(d) or {}
         try:
-            train = (json.loads((d / "teacher_eval.json").read_text()).get("train") or {})
+            ev = json.loads((d / "teacher_eval.json").read_text())
         except (OSError, ValueError):
-            train = {}
+            ev = {}
+        train = ev.get("train") or {}
         row: dict[str, Any] = {
             "variant": v.name, "group": v.group, "arch": cfg.arch_of(v), "method": v.method,
             "method_args": v.method_args, "init": v.init, "epochs": s.get("epochs"),
             "teacher_acc": pct(s.get(f"{cfg.teacher_checkpoint}_acc")), "train_acc": pct(train.get("accuracy")),
             "train_ll": train.get("log_likelihood"), "train_cmi": train.get("cmi"), "train_entropy": train.get("entropy"),
-            "students": {}}
+            "train_view": (ev.get("view") or "train-plain") if train else None,
+            "train_view_seed": ev.get("view_seed") if train else None, "students": {}}
         for method in cfg.methods:
             per_seed = []
             for r in runs:
@@ -277,9 +295,9 @@ def write_report(cfg: TeacherVariantsConfig, runs: Sequence[PlannedRun], command
              f"Runs: {len(runs)} ({', '.join(f'{v} {k}' for k, v in sorted(status.items()))})."
              + (f" This invocation: {', '.join(f'{v} {k}' for k, v in _counts(outcomes).items())}." if outcomes else ""), "",
              "Teacher columns: test top-1 of the checkpoint the students read (`" + cfg.teacher_checkpoint + ".pt`); "
-             "accuracy, LL, CMI and mean output entropy (nats) on the unaugmented training set. Student columns: test "
+             "accuracy, LL, CMI and mean output entropy (nats) on the training set. Student columns: test "
              "top-1 (%), mean ± sample std over seeds (n when fewer have finished); the gain is paired by seed "
-             f"against the `{ref}` variant's student of the same seed.", ""]
+             f"against the `{ref}` variant's student of the same seed.", "", _view_line(rows), ""]
     ref_row = next(r for r in rows if r["variant"] == ref)
     for method in cfg.methods:
         body = []
@@ -373,8 +391,16 @@ def _size_section(cfg: TeacherVariantsConfig, rows: Sequence[Mapping[str, Any]],
             markdown_table(["teacher", "CMI MLL", "CMI MCMI", "LL MLL", "LL MCMI", "student of MLL (best)",
                             "student of MCMI (best)", "MCMI - MLL (paired by seed)"], body), "",
             f"![student accuracy, teacher CMI and LL vs teacher size]({png.name})", "",
-            "Teacher CMI and LL on the unaugmented training set; the gain compares the students of the MCMI "
+            _view_line([r for p in pairs for r in p]) + " The gain compares the students of the MCMI "
             "and MLL teachers of the same architecture, seed by seed. PDF beside the PNG.", ""]
+
+
+def _view_line(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Which view of the training set the rows' teacher figures were measured in."""
+    from mcmi.metrics.train_view import views_sentence
+
+    return views_sentence(({"view": r["train_view"], "view_seed": r["train_view_seed"]} for r in rows
+                           if r.get("train_view")), "Teacher train accuracy, LL, CMI and entropy")
 
 
 def _counts(outcomes: Sequence[RunOutcome]) -> dict[str, int]:

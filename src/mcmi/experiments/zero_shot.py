@@ -184,8 +184,14 @@ def write_report(cfg: ZeroShotConfig, runs: Sequence[PlannedRun], command: str =
     seeds, and MCMI - MLL paired by seed), overall accuracy, the teachers, the accuracy-vs-dropped
     figure, and confusion matrices when there are <= 20 classes."""
     from mcmi.config import to_dict
-    from mcmi.experiments.shots import (cell_stats, format_cell, paired_differences, report_header, student_rows,
-                                        teacher_section)
+    from mcmi.experiments.shots import (
+        cell_stats,
+        format_cell,
+        paired_differences,
+        report_header,
+        student_rows,
+        teacher_section,
+    )
     from mcmi.io import write_json, write_text
     from mcmi.reports.tables import fmt_mean_std, markdown_table
 
@@ -262,7 +268,8 @@ def write_report(cfg: ZeroShotConfig, runs: Sequence[PlannedRun], command: str =
 
 # ------------------------------------------------------------------------------ command
 def run_zero_shot(cfg: ZeroShotConfig, only: str | Sequence[str] | None = None, command: str = "",
-                  report_only: bool = False, workers: int | None = None):
+                  report_only: bool = False, workers: int | None = None,
+                  cohort: bool = False):
     """Train the grid (finished runs skipped), evaluate each student per class, write the report.
     Returns (runs, outcomes, report path)."""
     from mcmi.experiments.shots import expand, run_shot_grid
@@ -273,7 +280,8 @@ def run_zero_shot(cfg: ZeroShotConfig, only: str | Sequence[str] | None = None, 
             if run.stage == "student" and (run.out_dir / "summary.json").is_file():
                 ensure_class_eval(run)
     else:
-        runs, outcomes = run_shot_grid(cfg, cfg.cells(), only, after=ensure_class_eval, workers=workers)
+        runs, outcomes = run_shot_grid(cfg, cfg.cells(), only, after=ensure_class_eval, workers=workers,
+                                        cohort=cohort)
     return runs, outcomes, write_report(cfg, runs, command, outcomes)
 
 

@@ -1,8 +1,6 @@
 """Training objectives on one interface: ``method(batch) -> StepOutput(logits, losses)``."""
+from mcmi.methods import at, cc, crd, dkd, fitnet, hsakd, kd, mcmi, mll, pkt, reviewkd, rkd, sp, vid  # noqa: F401  (registers)  # noqa: F401  (registers)  # noqa: F401  (registers)
 from mcmi.methods.base import METHODS, Distiller, Method, StepOutput, register_method
-from mcmi.methods import kd, mcmi, mll  # noqa: F401  (registers)
-from mcmi.methods import at, cc, crd, dkd, fitnet, hsakd  # noqa: F401  (registers)
-from mcmi.methods import pkt, reviewkd, rkd, sp, vid  # noqa: F401  (registers)
 from mcmi.methods.kd import KD, SoftTarget
 from mcmi.methods.mcmi import MCMI
 from mcmi.methods.mll import MLL

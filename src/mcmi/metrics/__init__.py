@@ -13,7 +13,13 @@ from mcmi.metrics.cmi import (
     per_class_cmi,
     per_sample_kl_to_centroid,
 )
-from mcmi.metrics.evaluate import EvalResult, accuracy_on_classes, confusion_matrix, evaluate, per_class_accuracy
+from mcmi.metrics.evaluate import (
+    EvalResult,
+    accuracy_on_classes,
+    confusion_matrix,
+    evaluate,
+    per_class_accuracy,
+)
 
 __all__ = [
     "CMIState",

@@ -1,5 +1,10 @@
 """Model zoo: ``create_model(name, num_classes)``; every model implements :class:`FeatureModel`.
 ``load_model(path)`` reads any weight file: mcmi's, RepDistiller/mdistiller's, torchvision's, safetensors."""
+from mcmi.models import (  # noqa: F401  (registers)
+    cifar,
+    imagenet,
+    mlp,  # noqa: F401  (registers)
+)
 from mcmi.models.base import (
     MODELS,
     FeatureModel,
@@ -9,8 +14,6 @@ from mcmi.models.base import (
     list_models,
     register_model,
 )
-from mcmi.models import mlp  # noqa: F401  (registers)
-from mcmi.models import cifar, imagenet  # noqa: F401  (registers)
 from mcmi.models.io import load_model
 
 __all__ = [
