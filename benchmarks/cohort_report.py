@@ -41,8 +41,8 @@ def header(res: dict[str, Any]) -> list[str]:
         f"Date: {res['date']}  ",
         f"Machine: {m['cpu']} ({m['cpu_count']} logical CPUs), {m['threads']} torch threads, torch {m['torch']}, "
         f"Python {m['python']}, device {m['device']}.  ",
-        f"Contention: this machine is shared with a background experiment (two training jobs) and other "
-        f"engineers' processes; 1-minute load average {load['before']:.2f} before the benchmark, {groups}"
+        f"Contention (measured, other processes included): 1-minute load average {load['before']:.2f} "
+        f"before the benchmark, {groups}"
         f"{load.get('after', float('nan')):.2f} at the end (on {m['cpu_count']} CPUs). Absolute figures drift "
         "with the load: compare the ratios, measured side by side in the same rounds; a row whose rounds "
         f"spread more than {STEADY}x is marked as disturbed.  ",

@@ -216,3 +216,19 @@ def _model_from(checkpoint) -> TinyNet:
     m = TinyNet()
     m.load_state_dict({k[len("model."):]: v for k, v in checkpoint["method"].items() if k.startswith("model.")})
     return m
+
+
+def test_no_metrics_files_before_the_first_epoch_and_a_fresh_start_drops_old_ones(tmp_path):
+    """A run killed in its first epoch used to leave a header-less one-byte metrics.csv."""
+    import csv
+
+    from mcmi.engine.logs import MetricsLog
+
+    log = MetricsLog(tmp_path)
+    log.write_rows([])
+    assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "metrics.jsonl").exists()
+    log.write_rows([{"epoch": 1, "val_acc": 0.5}])
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == [{"epoch": "1", "val_acc": "0.5"}]
+    log.write_rows([])  # a fresh start over that folder
+    assert not (tmp_path / "metrics.csv").exists() and not (tmp_path / "metrics.jsonl").exists()

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mcmi.config import flatten
 from mcmi.engine.checkpoint import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -59,17 +60,6 @@ class ConfigChangedError(CheckpointError):
 def _show(v: Any) -> str:
     return json.dumps(v) if not isinstance(v, str) else repr(v)
 
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are values); an empty mapping is a value."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def _plain(v: Any) -> Any:
@@ -161,4 +151,4 @@ def apply_optimizer_changes(optimizer: Any, scheduler: Any, changes: Mapping[str
 
 
 __all__ = ["CHANGES_FILE", "FREE_KEYS", "ConfigChangedError", "apply_optimizer_changes", "check_changes",
-           "config_changes", "config_keys", "flatten", "is_allowed", "record_changes"]
+           "config_changes", "config_keys", "is_allowed", "record_changes"]

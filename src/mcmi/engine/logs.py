@@ -67,6 +67,12 @@ class MetricsLog:
         if not self.enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not rows:
+            # No epoch has finished: no metrics files (a header-less "\n" CSV, as a run killed in
+            # its first epoch used to leave, is unreadable); a fresh start drops the old ones.
+            for name in ("metrics.jsonl", "metrics.csv"):
+                (self.out_dir / name).unlink(missing_ok=True)
+            return
         jsonl = "".join(json.dumps({k: _plain(v) for k, v in r.items()}) + "\n" for r in rows)
         atomic_write_text(self.out_dir / "metrics.jsonl", jsonl)
         atomic_write_text(self.out_dir / "metrics.csv", rows_to_csv(rows))

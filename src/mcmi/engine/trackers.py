@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mcmi.config import ConfigError
+from mcmi.config import ConfigError, flatten
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +61,6 @@ REQUIREMENTS: dict[str, tuple[str, str]] = {
 class TrackerUnavailable(ConfigError):
     """A tracker named in ``train.loggers`` whose package is not installed."""
 
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}`` (lists and other values kept)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def metric_tag(key: str) -> str | None:
