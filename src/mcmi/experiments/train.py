@@ -388,10 +388,6 @@ def _validated(build: Callable[[], Any]) -> Any:
         raise ConfigError(" ".join(str(e).split())) from e
 
 
-def _train(cfg: RunConfig, resume: bool, device: torch.device, rank: int, world: int) -> dict[str, Any]:
-    return build_trainer(cfg, device, rank, world).fit(resume=resume)
-
-
 def build_trainer(cfg: RunConfig, device: torch.device, rank: int = 0, world: int = 1, *,
                   loaders: tuple | None = None, share_teacher: Callable[[Any], Any] | None = None):
     """The :class:`~mcmi.engine.Trainer` of ``cfg``, not started.
