@@ -99,6 +99,35 @@ if TINY_MODEL not in MODELS:
         return TinyNet(in_dim, num_classes, hidden, p=0.0)
 
 
+class ConvNet(FeatureModel):
+    """A stem and 3 conv stages (32, 32, 16, 8 px for 32x32 inputs): the layout of the CIFAR zoo,
+    small enough for a distiller step in milliseconds."""
+
+    def __init__(self, widths=(4, 4, 8, 8), num_classes: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(widths[0]))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(a, b, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(b))
+            for a, b, s in zip(widths[:-1], widths[1:], (1, 2, 2)))
+        self.classifier = nn.Linear(widths[-1], num_classes)
+        self.stage_channels = list(widths)
+        self.num_features = widths[-1]
+        self.num_classes = num_classes
+
+    def forward_features(self, x):
+        pre = self.stem(x)
+        x = torch.relu(pre)
+        stages, preact = [x], [pre]
+        for block in self.blocks:
+            pre = block(x)
+            x = torch.relu(pre)
+            stages.append(x)
+            preact.append(pre)
+        pooled = x.mean(dim=(2, 3))
+        return Features(self.classifier(pooled), stages, preact, pooled)
+
+
 def toy_data(n=64, seed=0, spread=1.0):
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(NUM_CLASSES, IN_DIM, generator=torch.Generator().manual_seed(123)) * 2.0

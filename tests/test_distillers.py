@@ -7,14 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import gloo_group  # noqa: E402  (tests/ is on sys.path)
-from torch import nn
+from helpers import ConvNet, gloo_group  # noqa: E402  (tests/ is on sys.path)
 
 from mcmi.methods import METHODS, Distiller
 from mcmi.methods.crd import CRD, ContrastMemory
 from mcmi.methods.hsakd import HSAKD, HSAKDTeacher
 from mcmi.methods.modules import warmup_factor
-from mcmi.models.base import FeatureModel, Features, create_model, list_models
+from mcmi.models.base import create_model, list_models
 
 NUM_CLASSES = 5
 BATCH = 8
@@ -31,34 +30,8 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-class TinyNet(FeatureModel):
-    """A stem and 3 conv stages (32, 32, 16, 8 px for 32x32 inputs): the layout of the CIFAR zoo."""
-
-    def __init__(self, widths=(4, 4, 8, 8), num_classes=NUM_CLASSES):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0])
-        )
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(a, b, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(b))
-            for a, b, s in zip(widths[:-1], widths[1:], (1, 2, 2))
-        )
-        self.classifier = nn.Linear(widths[-1], num_classes)
-        self.stage_channels = list(widths)
-        self.num_features = widths[-1]
-        self.num_classes = num_classes
-
-    def forward_features(self, x):
-        pre = self.stem(x)
-        x = F.relu(pre)
-        stages, preact = [x], [pre]
-        for block in self.blocks:
-            pre = block(x)
-            x = F.relu(pre)
-            stages.append(x)
-            preact.append(pre)
-        pooled = x.mean(dim=(2, 3))
-        return Features(self.classifier(pooled), stages, preact, pooled)
+def TinyNet(widths=(4, 4, 8, 8)):
+    return ConvNet(widths, NUM_CLASSES)
 
 
 def distiller_names():

@@ -17,6 +17,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ConvNet
 from torch import Tensor, nn
 
 from mcmi.losses._precision import fp32_context, fp32_loss, to_fp32
@@ -35,7 +36,6 @@ from mcmi.losses.sp import similarity_matrix, sp_loss
 from mcmi.losses.vid import vid_loss
 from mcmi.methods import METHODS
 from mcmi.methods.modules import NormalizedEmbed
-from mcmi.models.base import FeatureModel, Features
 
 BF16 = torch.bfloat16
 N, D_IN, D = 16, 32, 64
@@ -284,32 +284,9 @@ def test_crd_embedding_head_runs_in_float32_under_autocast():
 
 
 # ------------------------------------------------------------- one step of each method, end to end
-class Net(FeatureModel):
+def Net(widths=(4, 8, 8, 16)):
     """A stem and three conv stages (32, 32, 16, 8 px), like the CIFAR zoo."""
-
-    def __init__(self, widths=(4, 8, 8, 16), num_classes=CLASSES):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(widths[0]))
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(a, b, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(b))
-            for a, b, s in zip(widths[:-1], widths[1:], (1, 2, 2)))
-        self.classifier = nn.Linear(widths[-1], num_classes)
-        self.stage_channels = list(widths)
-        self.num_features = widths[-1]
-        self.num_classes = num_classes
-
-    def forward_features(self, x):
-        pre = self.stem(x)
-        x = F.relu(pre)
-        stages, preact = [x], [pre]
-        for block in self.blocks:
-            pre = block(x)
-            x = F.relu(pre)
-            stages.append(x)
-            preact.append(pre)
-        pooled = x.mean(dim=(2, 3))
-        return Features(self.classifier(pooled), stages, preact, pooled)
+    return ConvNet(widths, CLASSES)
 
 
 E2E = ["kd", "dkd", "at", "pkt", "sp", "cc", "rkd", "vid", "crd", "fitnet", "reviewkd", "hsakd",
