@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,8 @@ from mcmi.io import write_json, write_text
 from mcmi.models import create_model
 from mcmi.models.fold import fold_batchnorm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py, cohort_report.py
+from _common import cpu_model, run_result_child  # noqa: E402
 from cohort_report import SETS, render  # noqa: E402  (the tables, also from a saved json)
 
 MEAN, STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -274,18 +274,7 @@ def run_child(args: argparse.Namespace, case: str, timeout: float = 600) -> dict
     for k in ("device", "batch", "data", "n_train", "crd_negatives"):
         argv += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
     argv += ["--threads", str(args.memory_threads)]
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"did not finish within {timeout:.0f} s"}
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = [ln for ln in (p.stderr or "").strip().splitlines() if ln.strip()]
-    return {"error": (tail[-1] if tail else f"exit status {p.returncode}")[:300]}
+    return run_result_child(argv, timeout)
 
 
 def memory_child(b: Bench, case: str) -> dict[str, Any]:
@@ -348,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": "python benchmarks/bench_cohort.py" + (" " + " ".join(argv if argv is not None
                                                                           else sys.argv[1:])).rstrip(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": {"cpu": _cpu(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version(),
                     "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"},
         "data": f"{args.data} ({len(b.train)} training images, 32 px, {NUM_CLASSES} classes)",
@@ -393,15 +382,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(text)
     return res
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +65,9 @@ from mcmi.models import create_model
 from mcmi.models.fold import fold_batchnorm
 from mcmi.reports.tables import markdown_table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import cpu_model, run_result_child  # noqa: E402
+
 MEAN = (0.5071, 0.4865, 0.4409)  # CIFAR-100 statistics, as the reference codebases hard-code them
 STD = (0.2673, 0.2564, 0.2762)
 NUM_CLASSES = 100
@@ -80,15 +82,6 @@ COHORT = "kd+dkd+at"  # the cohort row: these students of HEAD's teacher, one te
 
 
 # ----------------------------------------------------------------------------- machine and data
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak memory of this process so far: CUDA allocator peak, or the resident-set high-water
@@ -618,19 +611,7 @@ def child_argv(args: argparse.Namespace) -> list[str]:
 
 def run_child(args: argparse.Namespace, extra: list[str], timeout: float) -> dict[str, Any]:
     """Run this script in a fresh process; its last ``RESULT {json}`` line, or an error."""
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    try:
-        p = subprocess.run(child_argv(args) + extra, capture_output=True, text=True,
-                           timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"did not finish within {timeout:.0f} s"}
-    for line in reversed(p.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = [ln for ln in (p.stderr or "").strip().splitlines() if ln.strip()]
-    return {"error": (tail[-1] if tail else f"exit status {p.returncode}")[:300]}
+    return run_result_child(child_argv(args) + extra, timeout)
 
 
 def memory_child(ctx: Context, case: str) -> dict[str, Any]:

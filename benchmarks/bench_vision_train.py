@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -25,21 +25,15 @@ from mcmi.methods import MLL
 from mcmi.models import create_model
 from mcmi.reports.tables import markdown_table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import cpu_model  # noqa: E402
+
 OPTIONS = {
     "NCHW fp32 (baseline)": dict(channels_last=False, amp=None),
     "channels_last": dict(channels_last=True, amp=None),
     "channels_last + bf16 autocast": dict(channels_last=True, amp=torch.bfloat16),
 }
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synthetic_dataset(n: int = 4096, classes: int = 100) -> ImageDataset:
