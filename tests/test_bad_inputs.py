@@ -443,3 +443,23 @@ def test_a_bug_still_gives_a_traceback(tmp_path, monkeypatch):
     assert parser_args.func is boom
     with pytest.raises(RuntimeError, match="a bug"):
         main(["recipes"])
+
+
+# ------------------------------------------------------------------ options added with cohorts
+def test_allow_changes_with_a_key_that_does_not_exist(tmp_path, run_copy, capsys):
+    out, data = run_copy
+    fails(capsys, tmp_path, ["train-teacher", "--out", out, *common(data), "train.lr=0.2",
+                             "--allow-changes", "train.lrr"],
+          "--allow-changes 'train.lrr'", "no such recipe key", "did you mean 'train.lr'")
+
+
+@pytest.mark.parametrize("members, override, expected", [
+    ("kd,dkk", "kd:method_args.temperature=2", ("method='dkk'", "did you mean 'dkd'")),
+    ("kd,dkd", "dkd:method_args.betta=2", ("cohort member dkd", "did you mean 'beta'")),
+])
+def test_cohort_member_typos(tmp_path, trained, capsys, members, override, expected):
+    teacher, data = trained
+    # the member override comes after an option: it must still be read as an override
+    fails(capsys, tmp_path, ["distill", *common(data), "method=kd", "teacher.name=resnet8",
+                             f"teacher.weights={teacher / 'last.pt'}", "--cohort", members,
+                             "--out", tmp_path / "c", override], *expected)

@@ -17,8 +17,9 @@ from typing import Any, NoReturn
 
 from mcmi.config import did_you_mean
 
-#: What a recipe override looks like: ``key=value`` or ``section.key=value``.
-OVERRIDE = re.compile(r"[A-Za-z_][\w-]*(\.[\w-]+)*=.*", re.DOTALL)
+#: What a recipe override looks like: ``key=value`` or ``section.key=value``, optionally for one
+#: member of a cohort (``dkd:method_args.beta=8``).
+OVERRIDE = re.compile(r"([A-Za-z_][\w-]*:)?[A-Za-z_][\w-]*(\.[\w-]+)*=.*", re.DOTALL)
 
 
 class Parser(argparse.ArgumentParser):

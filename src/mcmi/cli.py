@@ -104,6 +104,15 @@ def _run_recipe(args: argparse.Namespace, expect: str) -> int:
         raise SystemExit(f"mcmi: {e}")
     if args.print_config:
         return _print_config(cfg)
+    if args.allow_changes:
+        from dataclasses import asdict
+
+        from mcmi.engine.changes import check_allowed_names
+
+        try:
+            check_allowed_names(args.allow_changes, asdict(cfg))
+        except ConfigError as e:
+            raise SystemExit(f"mcmi: {e}")
     if expect == "teacher" and cfg.teacher is not None:
         raise SystemExit(f"mcmi train-teacher: recipe {path} names a teacher; use mcmi distill")
     if expect == "distill" and cfg.teacher is None:

@@ -94,6 +94,19 @@ def is_allowed(key: str, allowed: Iterable[str]) -> bool:
     return any(key == a or key.startswith(a.rstrip(".") + ".") for a in allowed)
 
 
+def check_allowed_names(allowed: Iterable[str], config: Mapping[str, Any]) -> None:
+    """Raise :class:`~mcmi.config.ConfigError` for an ``--allow-changes`` name that is neither a
+    key of ``config`` (a recipe as a mapping, e.g. ``asdict(RunConfig)``) nor a section above one:
+    a typo there would otherwise allow nothing and be noticed only when the resume is refused."""
+    from mcmi.config import ConfigError, did_you_mean
+
+    keys = set(flatten(_plain(config))) | FREE_KEYS
+    names = keys | {k.rsplit(".", i)[0] for k in keys for i in range(1, k.count(".") + 1)}
+    for a in allowed:
+        if a.rstrip(".") not in names and not any(k.startswith(a.rstrip(".") + ".") for k in keys):
+            raise ConfigError(f"--allow-changes {a!r}: no such recipe key{did_you_mean(a, sorted(names))}")
+
+
 def check_changes(path: str | Path, changes: Mapping[str, tuple[Any, Any]], allowed: Iterable[str]) -> None:
     """Raise :class:`ConfigChangedError` for the changed keys that are neither free nor allowed."""
     allowed = list(allowed)
