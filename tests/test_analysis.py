@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mcmi.analysis import curves, eigencam, per_class, temperature, tsne
-from mcmi.engine.checkpoint import save_checkpoint
+from mcmi.checkpoint import save_checkpoint
 from mcmi.metrics import empirical_cmi
 from mcmi.models import create_model
 

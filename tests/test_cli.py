@@ -6,8 +6,8 @@ import pytest
 import torch
 from helpers import write_npz
 
+from mcmi.checkpoint import load_checkpoint
 from mcmi.cli import build_parser, main
-from mcmi.engine.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

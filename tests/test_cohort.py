@@ -21,14 +21,13 @@ from mcmi.config import load_config
 from mcmi.engine import load_checkpoint
 from mcmi.engine.cohort import SharedTeacher
 from mcmi.experiments.cohort import (
-    CohortUnit,
     check_cohort,
     cohort_configs,
-    group_cohorts,
     split_member_overrides,
     train_cohort,
 )
 from mcmi.experiments.train import RunConfig, build_loaders, run_training
+from mcmi.grid.cohorts import CohortUnit, group_cohorts
 from mcmi.models import create_model
 
 RUN_FILES = {"last.pt", "best.pt", "summary.json", "metrics.csv", "metrics.jsonl", "config.json"}
@@ -223,7 +222,8 @@ def plain_grid(setup):
 
 
 def test_grid_cohorts_train_the_same_run_folders(setup, plain_grid):
-    from mcmi.experiments.table1 import Table1Config, expand_grid
+    from mcmi.experiments.table1 import Table1Config
+    from mcmi.experiments.table1 import plan as expand_grid
 
     root = plain_grid
     shutil.copytree(root / "plain/teachers", root / "cohort/teachers")
@@ -242,16 +242,20 @@ def test_grid_cohorts_train_the_same_run_folders(setup, plain_grid):
 
 
 def test_sweep_runs_cohorts_as_jobs_and_places_runs_on_gpu_slots(setup, plain_grid, monkeypatch, caplog):
-    from mcmi.experiments import sweep
-    from mcmi.experiments.sweep import ExecutorSpec, gpu_slots, run_sweep
-    from mcmi.experiments.table1 import Table1Config, expand_grid, select_runs, train_runs
+    from mcmi.experiments.table1 import Table1Config
+    from mcmi.experiments.table1 import plan as expand_grid
+    from mcmi.grid import scheduler as sweep
+    from mcmi.grid.executors import ExecutorSpec, gpu_slots
+    from mcmi.grid.experiment import train_runs, workers_spec
+    from mcmi.grid.plan import select_runs
+    from mcmi.grid.scheduler import run_plan as run_sweep
 
     root = plain_grid
     shutil.copytree(root / "plain/teachers", root / "swept/teachers")
     cfg = load_config(Table1Config, root.parent / "grid_plain.yaml", [f"out={root / 'swept'}"])
     runs = select_runs(expand_grid(cfg), {})
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job's torch threads: as this process's, same rounding
-    outcomes = train_runs(cfg, runs, workers=1, cohort=True)  # one local job for the cohort of two
+    outcomes = train_runs(runs, workers_spec(1), out=cfg.out, cohort=True)  # one local job for the cohort of two
     assert [o.key for o in outcomes] == [r.key for r in runs]
     assert {o.key: o.result for o in outcomes if "students" in o.key} == {r.key: "done" for r in runs if r.stage == "student"}
     for m in ("kd", "at"):
@@ -281,7 +285,7 @@ def test_sweep_runs_cohorts_as_jobs_and_places_runs_on_gpu_slots(setup, plain_gr
         def update_parameters(self, **kw):
             self.gpus.append(kw.get("visible_gpus"))
 
-        def submit(self, job, run, teacher_checkpoint):
+        def submit(self, job, run):
             self.n += 1
             return Done(self.n)
 

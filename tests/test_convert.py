@@ -21,8 +21,8 @@ from reference_layouts import (
 )
 from reference_torchvision import torchvision_forward, torchvision_state_dict
 
+from mcmi.checkpoint import CheckpointError, save_checkpoint
 from mcmi.cli import main
-from mcmi.engine.checkpoint import CheckpointError, save_checkpoint
 from mcmi.models import create_model
 from mcmi.models.formats import OUTPUT_FORMATS, ConversionError, read_weights, write_weights
 from mcmi.models.io import convert, load_model, load_weights

@@ -9,25 +9,18 @@ import torch
 import torch.nn.functional as F
 from helpers import ConvNet, gloo_group  # noqa: E402  (tests/ is on sys.path)
 
-from mcmi.methods import METHODS, Distiller
+from mcmi.methods import METHODS, Distiller, method_class, resolve_test_options
 from mcmi.methods.crd import CRD, ContrastMemory
 from mcmi.methods.hsakd import HSAKD, HSAKDTeacher
 from mcmi.methods.modules import warmup_factor
-from mcmi.models.base import create_model, list_models
+from mcmi.models import create_model, list_models
 
 NUM_CLASSES = 5
 BATCH = 8
-# distillers that own trainable modules (connectors, embeddings, regressors, ABFs, heads)
+# the paper's distillers that own trainable modules (connectors, embeddings, regressors, ABFs,
+# heads) and those that own none; a method added later is checked for whichever it has
 WITH_MODULES = {"fitnet", "cc", "vid", "crd", "reviewkd", "hsakd"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread contention on a shared CPU (10x faster)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+WITHOUT_MODULES = {"kd", "dkd", "at", "pkt", "sp", "rkd"}
 
 
 def TinyNet(widths=(4, 4, 8, 8)):
@@ -52,12 +45,9 @@ def make_batch(seed=0):
 
 
 def build(name, student, teacher, batch):
-    kwargs = {}
-    if name == "crd":
-        kwargs = {"num_data": BATCH, "num_negatives": 16}
-    if name == "hsakd":
-        kwargs = {"teacher_heads": HSAKDTeacher(teacher).heads_state_dict()}
-    method = METHODS.build(name, student, teacher, **kwargs)
+    """A fast instance from the method's own ``test_options`` (no name branches here)."""
+    options = resolve_test_options(method_class(name), student, teacher)
+    method = METHODS.build(name, student, teacher, **options)
     method.prepare([batch])
     return method.train()
 
@@ -110,7 +100,8 @@ def test_distiller_interface_and_training(name):
     assert any(k.startswith("model.") for k in state)
     # the method's own modules: trained and checkpointed
     extra = {n: p for n, p in method.named_parameters() if not n.startswith(("model.", "teacher."))}
-    assert bool(extra) == (name in WITH_MODULES), sorted(extra)
+    if name in WITH_MODULES | WITHOUT_MODULES:
+        assert bool(extra) == (name in WITH_MODULES), sorted(extra)
     for pname, p in extra.items():
         assert id(p) in trainable, pname
         assert pname in state, pname
@@ -155,10 +146,7 @@ def test_zoo_models_if_registered():
         "index": torch.arange(4),
     }
     for name in distiller_names():
-        kwargs = {"num_data": 4, "num_negatives": 8} if name == "crd" else {}
-        if name == "hsakd":
-            kwargs = {"teacher_heads": HSAKDTeacher(teacher).heads_state_dict()}
-        method = METHODS.build(name, student, teacher, **kwargs)
+        method = METHODS.build(name, student, teacher, **resolve_test_options(method_class(name), student, teacher))
         method.prepare([batch])
         out = method.train()(batch)
         assert all(torch.isfinite(v) for v in out.losses.values()), name

@@ -41,15 +41,6 @@ from mcmi.models import create_model
 from mcmi.models.base import FeatureModel, Features
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP wait overhead on a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def loaders(crash_at=None, noise=0.3):
     xtr, ytr = toy_data(64, seed=1)
     xte, yte = toy_data(40, seed=2)

@@ -8,7 +8,9 @@ import pytest
 
 from mcmi.config import build
 from mcmi.data import DataError, find_bundled
-from mcmi.experiments.table1 import Table1Config, expand_grid, run_grid
+from mcmi.experiments.table1 import Table1Config
+from mcmi.experiments.table1 import plan as expand_grid
+from mcmi.grid.experiment import train_runs
 from mcmi.methods import METHODS, Distiller
 
 try:
@@ -42,7 +44,7 @@ def test_every_distiller_trains_on_tinyimagenet(tmp_path):
         "out": str(tmp_path / "grid"),
     }, source="test grid")
     runs = expand_grid(cfg)
-    outcomes = run_grid(cfg, runs)
+    outcomes = train_runs(runs, out=cfg.out)
     failed = [(o.key, o.message) for o in outcomes if o.result != "done"]
     assert not failed, failed
     students = [r for r in runs if r.stage == "student"]

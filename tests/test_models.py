@@ -24,16 +24,6 @@ ZOO = [name for name in list_models()
 NUM_CLASSES = 100
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions gain nothing from intra-op threads, and on a shared CPU the thread
-    pool's spinning multiplied this module's CPU time several-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def image_size(name: str) -> int:
     """32x32 for the CIFAR zoo; 64x64 (1/32 -> 2x2 last map) keeps the ImageNet models fast."""
     return 64 if name.startswith("imagenet_") else 32

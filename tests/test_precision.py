@@ -34,7 +34,7 @@ from mcmi.losses.reviewkd import hcl_loss, hcl_loss_single
 from mcmi.losses.rkd import angle_matrix, pairwise_distances, rkd_loss
 from mcmi.losses.sp import similarity_matrix, sp_loss
 from mcmi.losses.vid import vid_loss
-from mcmi.methods import METHODS
+from mcmi.methods import METHODS, Distiller, method_class, resolve_test_options
 from mcmi.methods.modules import NormalizedEmbed
 
 BF16 = torch.bfloat16
@@ -294,24 +294,17 @@ E2E = ["kd", "dkd", "at", "pkt", "sp", "cc", "rkd", "vid", "crd", "fitnet", "rev
 
 
 def _method(name: str, batch):
+    """A fast instance from the method's own ``test_options``, prepared on ``batch``."""
     torch.manual_seed(0)
     student, teacher = Net(), Net((6, 12, 12, 24))
-    if name == "mcmi":
-        with torch.no_grad():  # confident outputs, centroids from other images: CMI well above 0
+    cls = method_class(name)
+    models = (student, teacher) if issubclass(cls, Distiller) else (teacher,)
+    if name == "mcmi":  # confident outputs, centroids from other images: the CMI term well above 0
+        with torch.no_grad():
             teacher.classifier.weight.mul_(30.0)
-        method = METHODS.build("mcmi", teacher)
         g = torch.Generator().manual_seed(7)
-        method.prepare([{"image": torch.randn(8, 3, 32, 32, generator=g), "label": batch["label"]}])
-        return method
-    if name == "hsakd_teacher":
-        return METHODS.build("hsakd_teacher", teacher, heads="light")
-    kwargs = {}
-    if name == "crd":
-        kwargs = {"num_data": batch["image"].shape[0], "num_negatives": 8}
-    if name == "hsakd":
-        heads = METHODS.build("hsakd_teacher", teacher, heads="light")
-        kwargs = {"teacher_heads": heads.heads_state_dict()}
-    method = METHODS.build(name, student, teacher, **kwargs)
+        batch = {"image": torch.randn(8, 3, 32, 32, generator=g), "label": batch["label"]}
+    method = cls(*models, **resolve_test_options(cls, *models))
     method.prepare([batch])
     return method
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mcmi.losses.hsakd import rotate_batch
 from mcmi.methods import METHODS
+from mcmi.methods.base import resolve_test_options
 from mcmi.methods.hsakd import build_aux_heads
 from mcmi.models import create_model, list_models
 from mcmi.models.base import MODELS
@@ -261,11 +262,9 @@ def hsakd_maps(arch: str, feats: list[Tensor]) -> list[Tensor]:
 
 
 def build_method(name: str, student, teacher):
-    kwargs = {}
-    if name == "crd":
-        kwargs = {"num_data": BATCH, "num_negatives": 2}
-    if name == "hsakd":
-        kwargs = {"teacher_heads": build_aux_heads(teacher)}
+    kwargs = resolve_test_options(METHODS.get(name), student, teacher)
+    if "teacher_heads" in kwargs:  # the authors' heads, whose inputs this test checks (test_options: light ones)
+        kwargs["teacher_heads"] = build_aux_heads(teacher)
     return METHODS.build(name, student, teacher, **kwargs)
 
 

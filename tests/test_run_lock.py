@@ -4,6 +4,7 @@ one's lock is taken over, a stale one from another host expires, the heartbeat r
 another process trains instead of training it twice."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,8 +21,11 @@ from helpers import write_npz
 
 from mcmi.config import load_config
 from mcmi.engine.lock import LOCK_NAME, RunLock, RunLockedError, lock_holder
-from mcmi.experiments.sweep import ExecutorSpec, run_sweep
-from mcmi.experiments.table1 import Table1Config, expand_grid, format_plan, select_runs
+from mcmi.experiments.table1 import Table1Config
+from mcmi.experiments.table1 import plan as expand_grid
+from mcmi.grid.executors import ExecutorSpec
+from mcmi.grid.plan import format_plan, select_runs
+from mcmi.grid.scheduler import run_plan
 
 
 def hold_in_subprocess(folder: Path, seconds: float, then: str = "") -> subprocess.Popen:
@@ -107,7 +111,8 @@ def test_training_refuses_a_held_folder_and_a_sweep_waits_for_it(tmp_path, data)
     from mcmi.experiments.train import run_training
 
     cfg = teacher_grid(tmp_path, data)
-    runs = select_runs(expand_grid(cfg), None)
+    # the stand-in teacher below leaves no checkpoint to evaluate: plan no teacher evaluation
+    runs = [dataclasses.replace(r, evaluate=None) for r in select_runs(expand_grid(cfg), None)]
     teacher = runs[0]
     assert teacher.key == "teachers/resnet8/mll"
     folder = teacher.out_dir
@@ -120,7 +125,7 @@ def test_training_refuses_a_held_folder_and_a_sweep_waits_for_it(tmp_path, data)
         assert sorted(p.name for p in folder.iterdir()) == ["held", LOCK_NAME]  # nothing read or written
         assert f"training now: pid {proc.pid}" in format_plan(runs)
         # the sweep trains nothing for the teacher: it waits, sees it finished, then runs the student
-        outcomes = run_sweep(runs, ExecutorSpec(workers=1, poll_s=0.1), folder=tmp_path / "submitit")
+        outcomes = run_plan(runs, ExecutorSpec(workers=1, poll_s=0.1), folder=tmp_path / "submitit")
     finally:
         proc.wait(timeout=60)
     result = {o.key: (o.result, o.message) for o in outcomes}

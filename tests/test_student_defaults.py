@@ -12,9 +12,10 @@ from mcmi.cli import main
 from mcmi.config import load_config
 from mcmi.experiments.student_defaults import load_run_config, recipe_explicit_keys
 from mcmi.experiments.sweep import expand_recipe_grid, parse_grid
-from mcmi.experiments.table1 import PairSpec, Table1Config, expand_grid, student_method_args
-from mcmi.methods import dkd, reviewkd
-from mcmi.methods.pair_defaults import pair_default_status
+from mcmi.experiments.table1 import PairSpec, Table1Config
+from mcmi.experiments.table1 import plan as expand_grid
+from mcmi.methods import method_class
+from mcmi.methods.pair_defaults import has_pair_defaults, pair_default_status
 from mcmi.recipes import RECIPES
 from mcmi.reports.table1 import PAPER_REPRODUCED, write_table1_report
 
@@ -60,27 +61,34 @@ def paper_pairs():
     return [(p["teacher"], p["student"]) for p in cfg["pairs"]]
 
 
-@pytest.mark.parametrize("module,key,pinned", [(dkd, "beta", PINNED_DKD),
-                                               (reviewkd, "reviewkd_weight", PINNED_REVIEWKD)])
-def test_pair_weights_of_the_twelve_table1_pairs_are_pinned_with_sources(module, key, pinned):
+@pytest.mark.parametrize("method,key,pinned", [("dkd", "beta", PINNED_DKD), ("reviewkd", "reviewkd_weight", PINNED_REVIEWKD)])
+def test_pair_weights_of_the_twelve_table1_pairs_are_pinned_with_sources(method, key, pinned):
     assert sorted(pinned) == sorted(paper_pairs()) and len(pinned) == 12
+    table = method_class(method).pair_defaults
+    assert table.weight_keys == (key,)
     for pair, (value, official, source, source_pair) in pinned.items():
-        entry = module.PAIR_DEFAULTS[pair]
+        entry = table[pair]
         assert dict(entry.values) == {key: value}, pair
         assert entry.official is official and entry.source_pair == source_pair, pair
         assert source in entry.source, (pair, entry.source)
-        assert module.pair_defaults(*pair) == {key: value}
+        assert table.values_for(*pair) == {key: value}
         if not official:
             # a fallback takes the value the authors give for its source pair, which they do give
-            src = module.PAIR_DEFAULTS[source_pair]
+            src = table[source_pair]
             assert src.official and dict(src.values) == dict(entry.values), pair
             assert entry.reason and f"{source_pair[0]}→{source_pair[1]}" in entry.describe()
         else:
             assert "official" in entry.describe()
     # where the paper ran the method itself (Table 1's *: no published number), its authors give no config
-    method = module.__name__.rsplit(".", 1)[-1]
     ran = {tuple(p.split("-")) for p, m in PAPER_REPRODUCED if m == method}
-    assert ran and all(not module.PAIR_DEFAULTS[p].official for p in ran)
+    assert ran and all(not table[p].official for p in ran)
+
+
+def test_only_dkd_and_reviewkd_set_weights_per_pair():
+    from mcmi.methods import list_methods
+
+    assert [m for m in list_methods() if has_pair_defaults(m)] == ["dkd", "reviewkd"]
+    assert method_class("kd").pair_defaults == {} and method_class("dkd").pair_defaults.values_for("a", "b") == {}
 
 
 def test_status_of_unlisted_pairs_and_explicit_arguments():
@@ -166,7 +174,6 @@ def test_grids_use_the_same_defaults_and_their_explicit_settings_win():
     assert got[("resnet50-mobilenetv2", "dkd")] == (0.02, {"beta": 4.0}) and got[("resnet110-resnet20", "kd")][0] == 0.03
     got = settings(grid(use_pair_defaults=False))
     assert got[("resnet110-resnet20", "dkd")] == (0.05, {})
-    assert student_method_args(grid(), PairSpec("resnet110", "resnet20"), "dkd") == {"beta": 2.0}
 
 
 def test_distill_command_trains_a_small_lr_student(tmp_path, caplog):
@@ -190,7 +197,7 @@ def test_table1_report_marks_fallback_cells(tmp_path):
     cfg = Table1Config(pairs=[PairSpec("resnet56", "resnet20"), PairSpec("resnet110", "resnet20"),
                               PairSpec("resnet8", "resnet8")],
                        methods=["kd", "dkd", "reviewkd"], teacher_kinds=["mll", "mcmi"], out=str(tmp_path / "t1"))
-    text = write_table1_report(cfg).read_text()
+    text = write_table1_report(cfg, expand_grid(cfg)).read_text()
     res = json.loads((tmp_path / "t1/results.json").read_text())
     rows = {line.split("|")[1].strip(): line for line in text.split("## Top-1 at the best epoch")[1]
             .split("## Top-1 at the last epoch")[0].splitlines() if line.startswith("| ")}
@@ -207,5 +214,5 @@ def test_table1_report_marks_fallback_cells(tmp_path):
     assert res["cells"]["resnet56-resnet20"]["kd"]["weights"] is None
     # a weight the grid sets itself is no fallback
     cfg.pair_method_args = {"resnet110-resnet20": {"dkd": {"beta": 2.0}}}
-    text = write_table1_report(cfg).read_text()
+    text = write_table1_report(cfg, expand_grid(cfg)).read_text()
     assert "† DKD, resnet110→resnet20" not in text and "† ReviewKD, resnet110→resnet20" in text

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 
 import pytest
 from helpers import write_npz
@@ -26,8 +25,8 @@ CONTEXT = {"num_data", "image_shape", "teacher_heads"}  # filled in by training 
 
 def expected_args(method: str) -> dict:
     """What a student recipe writes out: the method's numeric defaults, without the keys that are
-    set per teacher/student pair (``PAIR_WEIGHT_KEYS``) and the context arguments."""
-    pair_keys = set(getattr(sys.modules[METHODS.get(method).__module__], "PAIR_WEIGHT_KEYS", ()))
+    set per teacher/student pair (its ``pair_defaults``' weight keys) and the context arguments."""
+    pair_keys = set(getattr(METHODS.get(method).pair_defaults, "weight_keys", ()))
     return {k: v for k, v in method_defaults(method).items()
             if k not in CONTEXT | pair_keys and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -47,7 +46,7 @@ def test_student_recipe_loads_with_the_methods_defaults(method):
     assert cfg.method_args == expected_args(method)
     assert cfg.data.name == "cifar100" and cfg.train.epochs == 240 and cfg.train.milestones == (150, 180, 210)
     assert cfg.out == f"runs/students/{method}"
-    # each value is the method's own default (constructor keyword or options dataclass)
+    # each value is the method's own default (its options dataclass)
     defaults = method_defaults(method)
     assert all(defaults[k] == v for k, v in cfg.method_args.items())
     assert "teacher" not in path.read_text().split("method:")[1]  # the teacher comes per run
@@ -76,4 +75,4 @@ def test_distill_with_a_student_recipe_end_to_end(tmp_path, capsys):
     assert saved["method_args"]["alpha"] == 1.0 and saved["method_args"]["warmup"] == 20.0
     assert (student / "summary.json").is_file()
     sig = inspect.signature(METHODS.get("dkd").__init__)
-    assert "weights" in sig.parameters  # a **weights method: its options came from DKDConfig
+    assert {"alpha", "beta", "warmup"} <= set(sig.parameters)  # the options of DKD.options, by name

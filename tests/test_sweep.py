@@ -1,4 +1,4 @@
-"""Sweeps through submitit (``mcmi sweep``, :mod:`mcmi.experiments.sweep`) on a tiny npz data set:
+"""Sweeps through submitit (``mcmi sweep``, :mod:`mcmi.grid.scheduler`) on a tiny npz data set:
 local jobs in parallel, dependency order, retries, failures that do not stop the others, reruns
 that skip finished runs; recipe grids; the SLURM job script that a spec produces."""
 from __future__ import annotations
@@ -16,19 +16,13 @@ from helpers import write_npz
 
 from mcmi.cli import main
 from mcmi.config import ConfigError, load_config
-from mcmi.experiments.sweep import (
-    ExecutorSpec,
-    TrainJob,
-    expand_recipe_grid,
-    local_threads,
-    make_executor,
-    parse_grid,
-    run_name,
-    run_sweep,
-    slurm_parameters,
-    split_values,
-)
-from mcmi.experiments.table1 import Table1Config, expand_grid, select_runs
+from mcmi.experiments.sweep import expand_recipe_grid, parse_grid, run_name, split_values
+from mcmi.experiments.table1 import Table1Config
+from mcmi.experiments.table1 import plan as expand_grid
+from mcmi.grid.executors import ExecutorSpec, local_threads, make_executor, slurm_parameters
+from mcmi.grid.jobs import TrainJob
+from mcmi.grid.plan import select_runs
+from mcmi.grid.scheduler import run_plan
 from mcmi.recipes import RECIPES
 from mcmi.reports.table1 import write_table1_report
 
@@ -54,7 +48,7 @@ class RecordingJob(TrainJob):
     def _started(self, key: str) -> Path:
         return Path(self.record_dir, "started-" + key.replace("/", "_"))
 
-    def __call__(self, run, teacher_checkpoint=None):
+    def __call__(self, run):
         start, met = time.time(), None
         try:
             if run.key in self.meet:
@@ -66,7 +60,7 @@ class RecordingJob(TrainJob):
                 run.out_dir.mkdir(parents=True, exist_ok=True)
                 marker.touch()
                 raise RuntimeError("transient failure (simulated)")
-            return super().__call__(run, teacher_checkpoint)
+            return super().__call__(run)
         finally:
             rec = {"key": run.key, "start": start, "end": time.time(), "met": met}
             Path(self.record_dir, f"{uuid.uuid4().hex}.json").write_text(json.dumps(rec))
@@ -110,8 +104,8 @@ def test_local_parallel_sweep_retries_reports_and_skips(tmp_path, data):
     runs = select_runs(expand_grid(cfg), None)
     assert [r.key for r in runs] == [TEACHER, BASELINE, KD, DKD]
     spec = ExecutorSpec(executor="local", workers=2, retries=1, poll_s=0.1)
-    outcomes = run_sweep(runs, spec, folder=tmp_path / "submitit", teacher_checkpoint=cfg.teacher_checkpoint,
-                         job=RecordingJob(rec, flaky=KD, meet=(TEACHER, BASELINE)))
+    outcomes = run_plan(runs, spec, folder=tmp_path / "submitit",
+                        job=RecordingJob(rec, flaky=KD, meet=(TEACHER, BASELINE)))
     result = {o.key: o for o in outcomes}
     assert {k: o.result for k, o in result.items()} == {TEACHER: "done", BASELINE: "done", KD: "done", DKD: "failed"}
     assert "temperature must be > 0" in result[DKD].message
@@ -136,8 +130,8 @@ def test_local_parallel_sweep_retries_reports_and_skips(tmp_path, data):
 
     # a rerun submits only the failed run; finished runs are skipped and their files untouched
     done = {p: t for p, t in mtimes(out).items() if DKD not in str(p)}
-    outcomes = run_sweep(runs, ExecutorSpec(workers=2, poll_s=0.1), folder=tmp_path / "submitit",
-                         teacher_checkpoint=cfg.teacher_checkpoint, job=RecordingJob(rec, flaky=KD))
+    outcomes = run_plan(runs, ExecutorSpec(workers=2, poll_s=0.1), folder=tmp_path / "submitit",
+                        job=RecordingJob(rec, flaky=KD))
     assert [o.result for o in outcomes] == ["skipped", "skipped", "skipped", "failed"]
     assert [r["key"] for r in records(rec)[len(attempts):]] == [DKD]
     assert {p: t for p, t in mtimes(out).items() if DKD not in str(p)} == done
@@ -228,7 +222,7 @@ def test_a_job_of_two_tasks_is_one_data_parallel_run(tmp_path, data):
                               ["data.name=npz", f"data.root={data}", "data.batch_size=8", "model.name=resnet8",
                                "train.epochs=1", "train.milestones=[1]", "train.progress=false", "device=cpu"],
                               tmp_path / "out")
-    outcomes = run_sweep(runs, ExecutorSpec(tasks_per_node=2, poll_s=0.1), folder=tmp_path / "submitit")
+    outcomes = run_plan(runs, ExecutorSpec(tasks_per_node=2, poll_s=0.1), folder=tmp_path / "submitit")
     assert [o.result for o in outcomes] == ["done"]
     summary = json.loads((tmp_path / "out" / "seed=0" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_step"] == 2  # 32 images / (2 ranks x 8)

@@ -11,15 +11,10 @@ from helpers import write_npz
 
 from mcmi.cli import main
 from mcmi.config import ConfigError, load_config
-from mcmi.experiments.table1 import (
-    Table1Config,
-    expand_grid,
-    format_plan,
-    parse_only,
-    run_status,
-    select_runs,
-)
+from mcmi.experiments.table1 import Table1Config
+from mcmi.experiments.table1 import plan as expand_grid
 from mcmi.experiments.train import subset_indices
+from mcmi.grid.plan import format_plan, parse_only, select_runs
 from mcmi.recipes import RECIPES
 from mcmi.reports import table1 as report
 
@@ -101,7 +96,7 @@ def test_partial_run_resumes_alone(grid, capsys):
     victim = out / "students/resnet8-resnet8/kd/mll/seed0"
     (victim / "summary.json").unlink()
     cfg = load_config(Table1Config, grid["config"])
-    status = {r.key: run_status(r) for r in expand_grid(cfg)}
+    status = {r.key: r.status() for r in expand_grid(cfg)}
     assert status["students/resnet8-resnet8/kd/mll/seed0"] == "partial"
     assert sum(v == "done" for v in status.values()) == 9
     before = {p: t for p, t in mtimes(out).items() if victim not in p.parents}
@@ -186,7 +181,7 @@ def test_only_filter_and_dry_run_on_the_paper_grid(capsys):
     plan = format_plan(sel)
     assert "todo     students/vgg13-vgg8/kd/mcmi/seed0" in plan and "0 done, 0 partial" in plan
     with pytest.raises(ConfigError, match="unknown key 'methd'"):
-        parse_only("methd=kd")
+        select_runs(runs, parse_only("methd=kd"))
     with pytest.raises(ConfigError, match="matches nothing"):
         select_runs(runs, parse_only("method=kdd"))
     capsys.readouterr()
@@ -227,7 +222,7 @@ def test_teacher_train_views_in_the_grid(grid, capsys):
     """Teachers' train LL/CMI in both views (mcmi.metrics.train_view): the grid's default is the
     unaugmented set, recorded in teacher_eval.json and named in the report; switching the grid to
     the augmented view (the paper's analysis script) re-evaluates the teachers and nothing else."""
-    from mcmi.experiments.table1 import evaluate_teacher
+    from mcmi.grid.jobs import evaluate_teacher
 
     def figures(ev):  # the view's numbers (other fields may be NaN, which never compares equal)
         return {k: ev["train"][k] for k in ("accuracy", "log_likelihood", "cmi", "n")}

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from mcmi.config import load_config
-from mcmi.experiments.table1 import Table1Config, expand_grid
+from mcmi.experiments.table1 import Table1Config
+from mcmi.experiments.table1 import plan as expand_grid
 from mcmi.reports import table1 as report
 
 
@@ -41,7 +42,7 @@ def fake_runs(cfg, with_top5: bool) -> dict:
 def test_top5_tables_when_the_runs_have_it(tmp_path):
     cfg = grid(tmp_path)
     written = fake_runs(cfg, with_top5=True)
-    readme = report.write_table1_report(cfg)
+    readme = report.write_table1_report(cfg, expand_grid(cfg))
     text = readme.read_text()
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert "## Top-5 at the best epoch (%)" in text and "## Top-5 at the last epoch (%)" in text
@@ -61,7 +62,7 @@ def test_top5_tables_when_the_runs_have_it(tmp_path):
 def test_runs_without_top5_keep_the_old_report(tmp_path):
     cfg = grid(tmp_path)
     fake_runs(cfg, with_top5=False)
-    text = report.write_table1_report(cfg).read_text()
+    text = report.write_table1_report(cfg, expand_grid(cfg)).read_text()
     assert "Top-5" not in text and "## Top-1 at the best epoch" in text
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["cells"]["resnet8-resnet8"]["kd"]["mll"]["best_top5"] is None

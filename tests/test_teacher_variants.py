@@ -8,14 +8,15 @@ import pytest
 from helpers import write_npz
 
 from mcmi.config import ConfigError, build
-from mcmi.experiments.table1 import read_summary
+from mcmi.engine.rundir import read_summary
+from mcmi.experiments import teacher_variants
 from mcmi.experiments.teacher_variants import (
     TeacherVariantsConfig,
-    _size_section,
-    expand,
-    run_teacher_variants,
-    size_pairs,
+    plan,
 )
+from mcmi.grid.experiment import run_experiment
+from mcmi.reports.teacher_variants import size_pairs
+from mcmi.reports.variant_figures import size_section
 
 ONE = {"_base_": "_base_/cifar_teacher.yaml", "train": {"epochs": 2, "milestones": [1], "progress": False}}
 
@@ -42,7 +43,7 @@ def config(tmp_path, npz, **extra):
 
 def test_variants_expand_to_table1_layout_and_validate(tmp_path, tiny_npz):
     cfg = config(tmp_path, tiny_npz)
-    runs = {r.key: r for r in expand(cfg)}
+    runs = {r.key: r for r in plan(cfg)}
     assert len(runs) == 5 + 5 * 2
     lam0 = runs["teachers/resnet8/lam0"].config
     assert lam0.method == "mll" and "lam" not in lam0.method_args  # the MCMI recipe's lam stays with MCMI
@@ -66,7 +67,7 @@ def test_variants_expand_to_table1_layout_and_validate(tmp_path, tiny_npz):
 
 def test_variants_end_to_end_report(tmp_path, tiny_npz):
     cfg = config(tmp_path, tiny_npz)
-    runs, outcomes, report = run_teacher_variants(cfg, command="mcmi teacher-variants --config v.yaml")
+    runs, outcomes, report = run_experiment(teacher_variants.EXPERIMENT, cfg, command="mcmi teacher-variants --config v.yaml")
     assert {o.result for o in outcomes} == {"done"} and len(outcomes) == 15
     out = tmp_path / "out"
     res = json.loads((out / "teacher_variants/results.json").read_text())
@@ -88,13 +89,13 @@ def test_variants_end_to_end_report(tmp_path, tiny_npz):
     assert (out / "teacher_variants/variants.png").is_file() and (out / "teacher_variants/variants.pdf").is_file()
     assert "Teacher size" not in text  # one architecture: no size view
     # a rerun trains nothing and keeps the evaluations
-    _, outcomes, _ = run_teacher_variants(cfg)
+    _, outcomes, _ = run_experiment(teacher_variants.EXPERIMENT, cfg)
     assert {o.result for o in outcomes} == {"skipped"}
     # the teachers' train figures name their view; the other view re-evaluates them (paper's script)
     assert "the unaugmented training set (view train-plain" in text
     plain = json.loads((out / "teachers/resnet8/mll/teacher_eval.json").read_text())
     cfg.teacher_eval_view = "train-augmented"
-    _, _, report = run_teacher_variants(cfg, report_only=True)
+    _, _, report = run_experiment(teacher_variants.EXPERIMENT, cfg, report_only=True)
     ev = json.loads((out / "teachers/resnet8/mll/teacher_eval.json").read_text())
     assert ev["view"] == "train-augmented" and ev["view_seed"] == 0 and ev["train"]["cmi"] != plain["train"]["cmi"]
     assert "view train-augmented: every image once" in report.read_text()
@@ -113,7 +114,7 @@ def test_teacher_size_view_pairs_each_arch_with_its_own_mll_teacher(tmp_path, ti
     assert [(a["variant"], b["variant"]) for a, b in pairs] == [("r8", "r8-mcmi"), ("mll", "mcmi")]
     assert size_pairs(rows[:2]) == []  # one architecture
     cfg = config(tmp_path, tiny_npz)
-    lines = _size_section(cfg, rows, tmp_path / "size", 2)
+    lines = size_section(cfg, rows, tmp_path / "size", 2)
     table = "\n".join(lines)
     # gains paired by seed: resnet8 (+0.5, +1.5), resnet20 (-1.0, +1.0)
     assert "| resnet8 | 0.5000 | 0.7000 | -1.000 | -1.100 |" in table

@@ -7,9 +7,9 @@ import torch
 from helpers import write_npz
 
 from mcmi.analysis.common import load_eval_data
+from mcmi.checkpoint import save_checkpoint
 from mcmi.cli import main
 from mcmi.data import dataset_stats, load_dataset
-from mcmi.engine.checkpoint import save_checkpoint
 from mcmi.metrics import evaluate
 from mcmi.metrics.cmi import empirical_cmi, log_likelihood
 from mcmi.metrics.train_view import describe_view, train_view_loader, view_of, views_sentence

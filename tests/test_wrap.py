@@ -13,8 +13,9 @@ from torch import nn
 import mcmi
 from mcmi.data.batch import BatchError
 from mcmi.methods import KD, MCMI, METHODS, Distiller
+from mcmi.methods.base import resolve_test_options
 from mcmi.methods.crd import CRD
-from mcmi.methods.hsakd import HSAKDTeacher
+from mcmi.methods.metadata import FromModels
 from mcmi.models import create_model
 from mcmi.models.base import FeatureModel
 from mcmi.models.wrap import HookedModel, LogitsModel
@@ -92,11 +93,7 @@ def test_every_distiller_trains_a_step_on_hook_wrapped_plain_modules(name):
     student = mcmi.wrap(PlainCNN((4, 4, 8, 8)), stages=STAGES, classifier="fc")
     teacher = mcmi.wrap(trained_bn(PlainCNN((6, 6, 12, 16))), stages=STAGES, classifier="fc")
     assert isinstance(student, HookedModel) and isinstance(teacher, HookedModel)
-    kwargs = {}
-    if name == "crd":
-        kwargs = {"num_data": BATCH, "num_negatives": 16}
-    if name == "hsakd":
-        kwargs = {"teacher_heads": HSAKDTeacher(teacher).heads_state_dict()}
+    kwargs = resolve_test_options(METHODS.get(name), student, teacher)
     teacher_before = buffers(teacher)
     method = METHODS.build(name, student, teacher, **kwargs)
     batch = make_batch()
@@ -135,9 +132,9 @@ def test_logit_distillers_take_plain_modules_as_they_are(name):
     assert not any(k.startswith("teacher.") for k in method.state_dict())
 
 
-@pytest.mark.parametrize("name", sorted(set(distiller_names()) - {"kd", "dkd"}))
+@pytest.mark.parametrize("name", [n for n in distiller_names() if METHODS.get(n).teacher_signal == "features"])
 def test_feature_distillers_on_plain_modules_say_to_wrap(name):
-    kwargs = {"num_data": BATCH} if name == "crd" else {}
+    kwargs = {k: v for k, v in METHODS.get(name).test_options.items() if not isinstance(v, FromModels)}
     with pytest.raises(TypeError) as err:
         METHODS.build(name, PlainCNN(), PlainCNN(), **kwargs)
     text = one_line_error(err)

@@ -10,10 +10,12 @@ import torch
 import yaml
 from helpers import write_npz
 
+from mcmi.cli import main
 from mcmi.config import ConfigError, build, load_config
 from mcmi.data import ImageDataset
-from mcmi.experiments.few_shot import FewShotConfig, run_few_shot
-from mcmi.experiments.shots import expand, parse_only
+from mcmi.experiments import binary, few_shot, semi_supervised, zero_shot
+from mcmi.experiments.few_shot import FewShotConfig
+from mcmi.experiments.shots import plan_cells
 from mcmi.experiments.train import (
     DataSpec,
     build_loaders,
@@ -22,7 +24,9 @@ from mcmi.experiments.train import (
     regroup_classes,
     subset_indices,
 )
-from mcmi.experiments.zero_shot import ZeroShotConfig, run_zero_shot
+from mcmi.experiments.zero_shot import ZeroShotConfig
+from mcmi.grid.experiment import run_experiment, workers_spec
+from mcmi.grid.plan import parse_only
 from mcmi.metrics import accuracy_on_classes, confusion_matrix, evaluate, per_class_accuracy
 
 
@@ -75,7 +79,7 @@ def synthetic(n_per_class=10, classes=5, name="syn"):
 
 
 def test_paired_differences_match_by_seed_and_skip_unfinished():
-    from mcmi.experiments.shots import paired_differences
+    from mcmi.reports.numbers import paired_differences
 
     rows = [{"kind": "mll", "seed": 0, "cell": "a", "acc": 10.0}, {"kind": "mcmi", "seed": 0, "cell": "a", "acc": 12.5},
             {"kind": "mll", "seed": 1, "cell": "a", "acc": 11.0}, {"kind": "mcmi", "seed": 1, "cell": "a", "acc": None},
@@ -87,14 +91,14 @@ def test_paired_differences_match_by_seed_and_skip_unfinished():
 def test_binary_paired_section_pools_over_methods():
     from types import SimpleNamespace
 
-    from mcmi.experiments.binary import _paired_section
+    from mcmi.reports.binary import paired_section
 
     row = lambda m, k, s, a: {"method": m, "kind": k, "seed": s, "best_acc": a}  # noqa: E731
     students = [row("kd", "mll", 0, 80.0), row("kd", "mcmi", 0, 83.0), row("kd", "mll", 1, 70.0),
                 row("kd", "mcmi", 1, 69.0), row("at", "mll", 0, 60.0), row("at", "mcmi", 0, 65.0),
                 row("at", "mll", 1, 61.0)]  # at seed 1 unfinished for MCMI: left out of the pairs
     cfg = SimpleNamespace(methods=["kd", "at"], tasks=[SimpleNamespace(name="t")])
-    lines = "\n".join(_paired_section(cfg, {"t": {"students": students}})).splitlines()
+    lines = "\n".join(paired_section(cfg, {"t": {"students": students}})).splitlines()
     cells = {ln.split("|")[1].strip(): ln.split("|")[2].strip() for ln in lines if ln.startswith("| ")}
     assert cells["kd"] == f"+1.00 ± {np.std([3.0, -1.0], ddof=1):.2f} (1 of 2 > 0)"
     assert cells["at"] == "+5.00 (1 of 1 > 0)"
@@ -206,7 +210,7 @@ def test_grid_configs_validate(tmp_path, tiny_npz):
     f = load_config(FewShotConfig, p)
     assert [c.key for c in f.cells()] == ["frac0.25", "frac0.5"]
     assert f.cells()[0].data(0) == {"train_fraction": 0.25, "fraction_mode": "first", "epoch_length": "full"}
-    runs = expand(f, f.cells())
+    runs = plan_cells(f, f.cells())
     assert [r.key for r in runs if r.stage == "student"][:2] == ["few_shot/students/frac0.25/kd/mll/seed0",
                                                                  "few_shot/students/frac0.25/kd/mcmi/seed0"]
     assert parse_only("cell=frac0.5|frac0.25,kind=mcmi") == {"cell": {"frac0.5", "frac0.25"}, "kind": {"mcmi"}}
@@ -214,7 +218,7 @@ def test_grid_configs_validate(tmp_path, tiny_npz):
 
 def test_zero_and_few_shot_grids_end_to_end(tmp_path, tiny_npz):
     z = build(ZeroShotConfig, grid(tmp_path, tiny_npz, drop_counts=[1], drop_order=[3], mcmi_lambda=0.2))
-    runs, outcomes, report = run_zero_shot(z, command="mcmi zero-shot --config z.yaml")
+    runs, outcomes, report = run_experiment(zero_shot.EXPERIMENT, z, command="mcmi zero-shot --config z.yaml")
     assert [o.result for o in outcomes] == ["done"] * 4  # MLL, MCMI teachers + 2 students
     out = tmp_path / "grid"
     ev = json.loads((out / "zero_shot/students/drop1/kd/mcmi/seed0/class_eval.json").read_text())
@@ -235,7 +239,7 @@ def test_zero_and_few_shot_grids_end_to_end(tmp_path, tiny_npz):
     assert f"| kd | MCMI - MLL, paired | {gain('acc')} |" in text
     # the few-shot grid on the same out reuses both teachers; its students run as 2 parallel jobs
     f = build(FewShotConfig, grid(tmp_path, tiny_npz, fractions=[0.5], fraction_mode="stratified", mcmi_lambda=0.2))
-    runs, outcomes, report = run_few_shot(f, workers=2)
+    runs, outcomes, report = run_experiment(few_shot.EXPERIMENT, f, spec=workers_spec(2))
     assert [(o.key.split("/")[0], o.result) for o in outcomes] == [("teachers", "skipped")] * 2 + [("few_shot", "done")] * 2
     text = report.read_text()
     assert "## Student top-1, best epoch" in text and "| kd | gain |" in text and "α = 50%" in text
@@ -243,7 +247,7 @@ def test_zero_and_few_shot_grids_end_to_end(tmp_path, tiny_npz):
     best = {r["kind"]: r["best_acc"] for r in json.loads((out / "few_shot/results.json").read_text())["students"]}
     assert f"| kd | MCMI - MLL, paired | {best['mcmi'] - best['mll']:+.2f} |" in text  # one seed: no std
     # a rerun trains nothing
-    _, outcomes, _ = run_zero_shot(z)
+    _, outcomes, _ = run_experiment(zero_shot.EXPERIMENT, z)
     assert {o.result for o in outcomes} == {"skipped"}
 
 
@@ -251,10 +255,8 @@ def test_zero_and_few_shot_grids_end_to_end(tmp_path, tiny_npz):
     ("zero_shot_cifar100", 6 * 2 * 5), ("zero_shot_cifar10", 6 * 2 * 5), ("few_shot_cifar100", 7 * 2 * 2 * 5),
     ("zero_shot_cifar10_cpu", 3 * 2 * 3), ("zero_shot_tinyimagenet_cpu", 3 * 2 * 3), ("few_shot_tinyimagenet_cpu", 3 * 2 * 2 * 3)])
 def test_shipped_grid_configs_expand(name, students, capsys):
-    from mcmi.experiments import few_shot, zero_shot
-
-    module = zero_shot if name.startswith("zero") else few_shot
-    assert module.main(["--config", name, "--dry-run"]) == 0
+    command = "zero-shot" if name.startswith("zero") else "few-shot"
+    assert main([command, "--config", name, "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert sum("/students/" in ln for ln in lines) == students
     assert sum(" teachers/" in ln for ln in lines) == 2  # one MLL teacher and its MCMI fine-tune
@@ -262,7 +264,7 @@ def test_shipped_grid_configs_expand(name, students, capsys):
 
 # ------------------------------------------------------------------------------ binary tasks
 def test_binary_tasks_end_to_end(tmp_path, tiny_npz):
-    from mcmi.experiments.binary import BinaryConfig, run_binary
+    from mcmi.experiments.binary import BinaryConfig
 
     one = {"_base_": "_base_/cifar_teacher.yaml", "train": {"epochs": 1, "milestones": [1], "progress": False}}
     cfg = build(BinaryConfig, {
@@ -272,8 +274,9 @@ def test_binary_tasks_end_to_end(tmp_path, tiny_npz):
         "data": {"batch_size": 16, "eval_batch_size": 64}, "teacher_recipe": one, "student_recipe": one,
         "mcmi_recipe": {"_base_": "_base_/cifar_mcmi.yaml", "train": {"epochs": 1, "progress": False}},
         "mcmi_lambda": 0.2, "device": "cpu", "out": str(tmp_path / "b")})
-    runs, outcomes, report = run_binary(cfg, only="task=pair-0-3", command="mcmi binary --config b.yaml")
-    assert len(runs) == 7 and {o.result for o in outcomes} == {"done"}  # 2 teachers, baseline, 2 x 2 students
+    runs, outcomes, report = run_experiment(binary.EXPERIMENT, cfg, only="task=pair-0-3",
+                                            command="mcmi binary --config b.yaml")
+    assert len(outcomes) == 7 and {o.result for o in outcomes} == {"done"}  # 2 teachers, baseline, 2 x 2 students
     task = tmp_path / "b/binary/pair-0-3"
     ev = json.loads((task / "teachers/resnet8/mcmi/teacher_eval.json").read_text())
     # the teacher is measured on its own task (a 2-class head): the 16 + 16 training images of classes 0 and 3
@@ -295,16 +298,14 @@ def test_binary_tasks_end_to_end(tmp_path, tiny_npz):
     pooled_std = np.std(diffs, ddof=1)
     assert paired["all methods, pooled"] == f"{np.mean(diffs):+.2f} ± {pooled_std:.2f} ({sum(d > 0 for d in diffs)} of 2 > 0)"
     assert data["tasks"]["pair-0-3"]["teachers"]["resnet8"]["mcmi"]["train_cmi"] == pytest.approx(ev["train"]["cmi"])
-    with pytest.raises(ValueError, match="no such task"):
-        run_binary(cfg, only="task=nope")
+    with pytest.raises(ConfigError, match="task=nope matches nothing"):
+        run_experiment(binary.EXPERIMENT, cfg, only="task=nope")
 
 
 @pytest.mark.parametrize("name,tasks,students", [("binary_cifar", 3, 4 * 2 * 5 + 5), ("binary_cpu", 2, 4 * 2 * 3 + 3),
                                                  ("binary_cifar10_partial_cpu", 1, 2 * 2 * 2 + 2)])
 def test_shipped_binary_configs_expand(name, tasks, students, capsys):
-    from mcmi.experiments import binary
-
-    assert binary.main(["--config", name, "--dry-run"]) == 0
+    assert main(["binary", "--config", name, "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert sum("/students/" in ln for ln in lines) == tasks * students  # with the students alone
     assert sum("/teachers/" in ln for ln in lines) == tasks * 2  # each task: its own teacher + MCMI fine-tune
@@ -312,11 +313,7 @@ def test_shipped_binary_configs_expand(name, tasks, students, capsys):
 
 # ------------------------------------------------------------------------------ semi-supervised
 def test_semi_supervised_grid_end_to_end(tmp_path, tiny_npz):
-    from mcmi.experiments.semi_supervised import (
-        SemiSupervisedConfig,
-        expand_cell,
-        run_semi_supervised,
-    )
+    from mcmi.experiments.semi_supervised import SemiSupervisedConfig
 
     one = {"_base_": "_base_/cifar_teacher.yaml", "train": {"epochs": 1, "milestones": [1], "progress": False}}
     cfg = build(SemiSupervisedConfig, {
@@ -325,14 +322,15 @@ def test_semi_supervised_grid_end_to_end(tmp_path, tiny_npz):
         "teacher_recipe": one, "student_recipe": one,
         "mcmi_recipe": {"_base_": "_base_/cifar_mcmi.yaml", "train": {"epochs": 1, "progress": False}},
         "mcmi_lambda": 0.2, "device": "cpu", "out": str(tmp_path / "s")})
-    runs = {r.key: r for r in expand_cell(cfg, 0.25)}
+    cell = "semi_supervised/labeled0.25"
+    runs = {r.key.removeprefix(cell + "/"): r for r in semi_supervised.plan(cfg) if r.label("cell") == "labeled0.25"}
     for key in ("teachers/resnet8/mll", "teachers/resnet8/mcmi", "students/resnet8/baseline/seed0"):
         d = runs[key].config.data
         assert (d.train_fraction, d.fraction_mode, d.epoch_length) == (0.25, "stratified", "full")
     student = runs["students/resnet8-resnet8/kd/mcmi/seed0"].config
     assert student.data.train_fraction is None  # the student distils on every image
     assert student.method_args == {"ce_weight": 0.0, "kd_weight": 1.0, "temperature": 1.0}
-    _, outcomes, report = run_semi_supervised(cfg, only="cell=labeled0.25")
+    _, outcomes, report = run_experiment(semi_supervised.EXPERIMENT, cfg, only="cell=labeled0.25")
     assert len(outcomes) == 5 and {o.result for o in outcomes} == {"done"}
     cell = tmp_path / "s/semi_supervised/labeled0.25"
     log = [json.loads(ln) for ln in (cell / "students/resnet8-resnet8/kd/mll/seed0/metrics.jsonl").read_text().splitlines()]

@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 
 #: public name -> (module, attribute), imported when first read (PEP 562)
 _LAZY: dict[str, tuple[str, str]] = {
-    "create_model": ("mcmi.models.base", "create_model"),
-    "list_models": ("mcmi.models.base", "list_models"),
+    "create_model": ("mcmi.models.zoo", "create_model"),
+    "list_models": ("mcmi.models.zoo", "list_models"),
     "list_methods": ("mcmi.methods", "list_methods"),
     "evaluate": ("mcmi.metrics.evaluate", "evaluate"),
     "wrap": ("mcmi.models.wrap", "wrap"),

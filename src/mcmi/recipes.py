@@ -8,10 +8,12 @@ is taken as given.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from mcmi.config import ConfigError
+from mcmi.config import ConfigError, deep_merge, load_yaml
 
 RECIPES = Path(str(resources.files("mcmi") / "configs"))
 
@@ -35,3 +37,16 @@ def find_recipe(name: str | Path) -> Path:
 def list_recipes() -> list[str]:
     """Names of the shipped recipes (paths under ``mcmi/configs`` without ``.yaml``), sorted."""
     return sorted(str(p.relative_to(RECIPES).with_suffix("")) for p in RECIPES.rglob("*.yaml"))
+
+
+def load_recipe(recipe: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe as one mapping: a name or path (:func:`find_recipe`, its ``_base_`` files merged
+    first), or an inline mapping whose ``_base_`` names such files."""
+    if isinstance(recipe, str):
+        return load_yaml(find_recipe(recipe))
+    data = dict(recipe)
+    bases = data.pop("_base_", [])
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = deep_merge(merged, load_yaml(find_recipe(base)))
+    return deep_merge(merged, data)

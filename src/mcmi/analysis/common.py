@@ -56,7 +56,7 @@ def load_eval_data(name: str, root: str | None = None, split: str = "test",
     such a task), normalized with its training set's statistics, as in training; the training set
     unaugmented, or with ``augment`` in view ``train-augmented`` (draws from ``seed``)."""
     from mcmi.data import dataset_stats
-    from mcmi.data.datasets import normalize_split
+    from mcmi.data.image_dataset import normalize_split
     from mcmi.experiments.train import DataSpec, load_datasets
 
     train, test = load_datasets(DataSpec(name=name, root=root, class_groups=class_groups))

@@ -18,20 +18,12 @@ from mcmi.data.augment import (
     sample_resized_crop,
 )
 from mcmi.data.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES, load_cifar10, load_cifar100
-from mcmi.data.datasets import (
-    BUNDLED,
-    DATASETS,
-    DataError,
-    DatasetStats,
-    ImageDataset,
-    compute_stats,
-    dataset_stats,
-    find_bundled,
-    load_dataset,
-)
+from mcmi.data.datasets import BUNDLED, DATASETS, dataset_stats, find_bundled, load_dataset
 from mcmi.data.folder import LazyImageFolder, decode_image, load_image_folder
+from mcmi.data.image_dataset import DataError, ImageDataset
 from mcmi.data.loader import TensorLoader, derive_seed
 from mcmi.data.npz import load_npz, save_npz
+from mcmi.data.stats import DatasetStats, compute_stats
 from mcmi.data.transforms import (
     Normalize,
     RandomCropFlip,

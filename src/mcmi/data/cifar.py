@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mcmi.data.datasets import DataError, ImageDataset, check_labels, normalize_split
+from mcmi.data.image_dataset import DataError, ImageDataset, check_labels, normalize_split
 
 __all__ = [
     "CIFAR10_CLASSES",

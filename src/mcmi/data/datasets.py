@@ -1,110 +1,27 @@
-"""The in-memory data set type, the data-set registry, ``load_dataset`` and ``dataset_stats``.
+"""The data-set registry, ``load_dataset``, ``find_bundled`` and ``dataset_stats``: names to readers.
 
-Every loader returns an :class:`ImageDataset`: all images as one contiguous uint8 tensor
-(N, 3, H, W) plus int64 labels. Data that does not fit in memory comes as a
-:class:`mcmi.data.folder.LazyImageFolder`, which has the same interface except that it has no
-``images`` tensor; both are read through :meth:`get_images`, which is all the loader uses.
+The readers (:mod:`~mcmi.data.cifar`, :mod:`~mcmi.data.folder`, :mod:`~mcmi.data.npz`) return an
+:class:`~mcmi.data.image_dataset.ImageDataset` (or a lazy folder with the same interface).
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-
+from mcmi.data import cifar
+from mcmi.data.folder import load_image_folder
+from mcmi.data.image_dataset import DataError, ImageDataset, check_labels, normalize_split
+from mcmi.data.npz import load_npz
 from mcmi.data.stats import KNOWN_STATS, DatasetStats, compute_stats
 from mcmi.registry import Registry
 
-__all__ = ["BUNDLED", "DATASETS", "DataError", "DatasetStats", "ImageDataset", "compute_stats",
-           "dataset_stats", "find_bundled", "load_dataset", "normalize_split", "shared_data_dirs"]
-
-
-class DataError(ValueError):
-    """A data set is missing or malformed. The message names the path and what was expected."""
-
-
-def normalize_split(split: str) -> str:
-    """Map a split name to ``"train"`` or ``"test"`` (``"val"``/``"validation"`` mean test)."""
-    s = str(split).lower()
-    if s in ("train", "training"):
-        return "train"
-    if s in ("test", "val", "valid", "validation"):
-        return "test"
-    raise ValueError(f"unknown split {split!r}: expected 'train' or 'test' ('val' means test)")
-
-
-@dataclass(eq=False)
-class ImageDataset:
-    """A labelled image data set held in memory.
-
-    Attributes:
-        images: uint8 tensor (N, 3, H, W), contiguous, RGB.
-        labels: int64 tensor (N,), values in ``[0, num_classes)``.
-        classes: class names; ``len(classes)`` is the number of classes (a class may have no
-            samples in a given split).
-        name: the data set's name (a registry name such as ``"cifar100"``), used for stats.
-    """
-
-    images: Tensor
-    labels: Tensor
-    classes: list[str]
-    name: str
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.images, Tensor) or self.images.dtype != torch.uint8:
-            raise DataError(f"{self.name}: images must be a uint8 tensor")
-        if self.images.dim() != 4 or self.images.shape[1] != 3:
-            raise DataError(f"{self.name}: images must have shape (N, 3, H, W), "
-                            f"got {tuple(self.images.shape)}")
-        self.images = self.images.contiguous()
-        self.labels = torch.as_tensor(self.labels).to(torch.int64).reshape(-1)
-        if self.labels.numel() != self.images.shape[0]:
-            raise DataError(f"{self.name}: {self.images.shape[0]} images but "
-                            f"{self.labels.numel()} labels")
-        self.classes = [str(c) for c in self.classes]
-        check_labels(self.labels, len(self.classes), self.name)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (``len(classes)``)."""
-        return len(self.classes)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(3, H, W) of every image."""
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def get_images(self, indices: Tensor) -> Tensor:
-        """uint8 images (B, 3, H, W) at ``indices`` (an int64 tensor), on the images' device."""
-        return self.images.index_select(0, indices.to(self.images.device))
-
-    def to(self, device: torch.device | str) -> ImageDataset:
-        """A copy with images and labels on ``device`` (still uint8), e.g. the whole set on GPU."""
-        return ImageDataset(self.images.to(device), self.labels.to(device), self.classes, self.name)
-
-    def subset(self, indices: Sequence[int] | Tensor) -> ImageDataset:
-        """A new data set of the given rows (same classes and name)."""
-        idx = torch.as_tensor(indices, dtype=torch.int64, device=self.images.device)
-        return ImageDataset(self.images[idx], self.labels[idx.to(self.labels.device)],
-                            self.classes, self.name)
-
-
-def check_labels(labels: Tensor, num_classes: int, where: str | os.PathLike) -> None:
-    """Raise :class:`DataError` naming ``where`` unless all labels lie in ``[0, num_classes)``."""
-    if labels.numel() == 0:
-        return
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= num_classes:
-        raise DataError(f"labels out of range in {where}: found values in [{lo}, {hi}], "
-                        f"expected [0, {num_classes - 1}] for {num_classes} classes")
+# the data set type, its checks and the stats were defined here before: still importable from here
+__all__ = ["BUNDLED", "DATASETS", "DataError", "DatasetStats", "ImageDataset", "check_labels",
+           "compute_stats", "dataset_stats", "find_bundled", "load_dataset", "normalize_split",
+           "shared_data_dirs"]
 
 
 # --------------------------------------------------------------------------- registry
@@ -146,8 +63,6 @@ def _data_root(name: str, root: str | os.PathLike | None) -> Path:
 
 def _cifar_loader(name: str) -> Callable[..., ImageDataset]:
     def load(split: str, root: Any = None, **kw: Any) -> ImageDataset:
-        from mcmi.data import cifar
-
         return getattr(cifar, f"load_{name}")(_data_root(name, root), split, **kw)
 
     return load
@@ -159,8 +74,6 @@ for _name in ("cifar10", "cifar100"):
 
 @DATASETS.register("imagefolder")
 def _load_imagefolder(split: str, root: Any = None, **kw: Any) -> Any:
-    from mcmi.data.folder import load_image_folder
-
     if root is None:
         raise DataError("data set 'imagefolder' needs root= (a folder with train/<class>/ "
                         "and val/<class>/ subfolders)")
@@ -169,8 +82,6 @@ def _load_imagefolder(split: str, root: Any = None, **kw: Any) -> Any:
 
 @DATASETS.register("imagenet")
 def _load_imagenet(split: str, root: Any = None, **kw: Any) -> Any:
-    from mcmi.data.folder import load_image_folder
-
     base = _data_root("imagenet", root)
     if not (base / "train").is_dir() and (base / "imagenet").is_dir():
         base = base / "imagenet"
@@ -181,8 +92,6 @@ def _load_imagenet(split: str, root: Any = None, **kw: Any) -> Any:
 
 @DATASETS.register("npz")
 def _load_npz(split: str, root: Any = None, **kw: Any) -> ImageDataset:
-    from mcmi.data.npz import load_npz
-
     if root is None:
         raise DataError("data set 'npz' needs root= (the path of the .npz archive)")
     return load_npz(root, split, **kw)
@@ -221,8 +130,6 @@ def find_bundled(name: str, root: str | os.PathLike | None = None) -> Path:
 
 def _bundled_loader(name: str) -> Callable[..., ImageDataset]:
     def load(split: str, root: Any = None, **kw: Any) -> ImageDataset:
-        from mcmi.data.npz import load_npz
-
         return load_npz(find_bundled(name, root), split, name=name, **kw)
 
     load.__doc__ = f"Load the bundled archive {name}.npz."

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mcmi.data.datasets import DataError, ImageDataset, check_labels, normalize_split
+from mcmi.data.image_dataset import DataError, ImageDataset, check_labels, normalize_split
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -39,7 +39,7 @@ class TensorLoader:
     """Iterate ``{"image", "label", "index"}`` batches of a data set.
 
     Args:
-        dataset: an :class:`~mcmi.data.datasets.ImageDataset` or anything with ``labels``,
+        dataset: an :class:`~mcmi.data.image_dataset.ImageDataset` or anything with ``labels``,
             ``__len__``, ``get_images(indices)``, ``image_shape`` and ``name`` (e.g. a
             :class:`~mcmi.data.folder.LazyImageFolder`).
         batch_size: samples per batch (per rank).

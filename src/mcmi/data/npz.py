@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mcmi.data.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES
-from mcmi.data.datasets import DataError, ImageDataset, check_labels, normalize_split
+from mcmi.data.image_dataset import DataError, ImageDataset, check_labels, normalize_split
 
 __all__ = ["load_npz", "save_npz"]
 

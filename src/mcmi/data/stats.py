@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from mcmi.data.image_dataset import DataError
+
 __all__ = ["KNOWN_STATS", "DatasetStats", "compute_stats"]
 
 
@@ -36,8 +38,6 @@ def compute_stats(dataset: Any, max_images: int | None = None,
     """
     n = len(dataset)
     if n == 0:
-        from mcmi.data.datasets import DataError
-
         raise DataError(f"cannot compute statistics of the empty data set {dataset.name!r}")
     idx = torch.arange(n)
     if max_images is not None and n > max_images:

@@ -5,7 +5,7 @@ trains any :class:`~mcmi.methods.base.Method`; see :mod:`mcmi.engine.trainer`.
 (:mod:`mcmi.engine.stacked_mlp` is the separate batched trainer of the small-MLP studies.)
 """
 
-from mcmi.engine.checkpoint import (
+from mcmi.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     atomic_write_text,

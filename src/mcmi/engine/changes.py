@@ -30,8 +30,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mcmi.checkpoint import CheckpointError
 from mcmi.config import flatten
-from mcmi.engine.checkpoint import CheckpointError
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mcmi.engine.checkpoint import atomic_write_text
+from mcmi.checkpoint import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from mcmi.checkpoint import CheckpointError, load_latest_checkpoint
 from mcmi.data.batch import DEFAULT_FIELDS, as_batch
-from mcmi.engine.checkpoint import CheckpointError, load_latest_checkpoint
 from mcmi.engine.config import TrainingDiverged
 from mcmi.engine.progress import StepProgress, interactive
 from mcmi.engine.seed import get_rng_state

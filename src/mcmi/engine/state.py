@@ -28,19 +28,19 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from mcmi.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_latest_checkpoint,
+    previous_path,
+    save_checkpoint,
+)
 from mcmi.engine.changes import (
     FREE_KEYS,
     apply_optimizer_changes,
     check_changes,
     config_changes,
     record_changes,
-)
-from mcmi.engine.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_latest_checkpoint,
-    previous_path,
-    save_checkpoint,
 )
 from mcmi.engine.seed import get_rng_state, seed_everything, set_rng_state
 

@@ -334,7 +334,7 @@ class TrackerSet:
             tracker = TRACKERS[n](self.out_dir, self.project, self.run_name)
             state[n] = tracker.start(config, saved.get(n) if resumed else None, step)
             self.active.append(tracker)
-        from mcmi.engine.checkpoint import atomic_write_text
+        from mcmi.checkpoint import atomic_write_text
 
         atomic_write_text(self.state_path, json.dumps(state, indent=2, default=str))
 

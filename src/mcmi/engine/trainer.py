@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from mcmi.engine.checkpoint import atomic_write_text
+from mcmi.checkpoint import atomic_write_text
 from mcmi.engine.config import TrainConfig, resolve_amp
 from mcmi.engine.logs import MetricsLog, RunLog
 from mcmi.engine.loop import EpochLoopMixin

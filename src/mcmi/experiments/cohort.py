@@ -18,17 +18,14 @@ member trains exactly as its separate run would (same weights on CPU, tested).
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import time
-import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from mcmi.experiments.table1 import PlannedRun, RunOutcome, config_drift, read_summary, run_status
+from mcmi.engine.rundir import write_error
 from mcmi.experiments.train import RunConfig
 
 log = logging.getLogger(__name__)
@@ -138,19 +135,6 @@ def cohort_configs(path: str | Path | None, overrides: Sequence[str], methods: S
     return cfgs
 
 
-def write_error(out_dir: str | Path, err: BaseException) -> str:
-    """``out_dir/error.txt``: the message and traceback (as a separate run's); returns the message."""
-    from mcmi.io import write_text
-
-    msg = f"{type(err).__name__}: {err}"
-    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-    try:
-        write_text(Path(out_dir) / "error.txt", f"{msg}\n\n{tb}")
-    except OSError:
-        log.exception("cannot write %s", Path(out_dir) / "error.txt")
-    return msg
-
-
 def train_cohort(cfgs: Sequence[RunConfig], names: Sequence[str] | None = None,
                  resume: bool = True) -> dict[str, dict[str, Any] | BaseException]:
     """Train ``cfgs`` as one cohort; returns each member's summary or the error that stopped it,
@@ -228,164 +212,5 @@ def train_cohort(cfgs: Sequence[RunConfig], names: Sequence[str] | None = None,
     return results
 
 
-# ------------------------------------------------------------------------------------ grids
-@dataclass(frozen=True)
-class CohortUnit:
-    """Planned runs trained as one cohort: one unit of work for the grid runners and the sweep
-    scheduler (one job); outcomes stay per member."""
-
-    members: tuple[PlannedRun, ...]
-
-    stage = "cohort"
-
-    @property
-    def key(self) -> str:
-        return f"{self.members[0].key} (+{len(self.members) - 1} in its cohort)"
-
-    @property
-    def deps(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(d for r in self.members for d in r.deps))
-
-    @property
-    def out_dir(self) -> Path:
-        return self.members[0].out_dir
-
-    @property
-    def config(self) -> RunConfig:
-        return self.members[0].config
-
-    def status(self) -> str:
-        """``done`` when every member is, ``partial`` when one has a checkpoint, else ``todo``."""
-        states = [run_status(r) for r in self.members]
-        if all(s == "done" for s in states):
-            return "done"
-        return "partial" if any(s != "todo" for s in states) else "todo"
-
-    def holder(self) -> dict[str, Any] | None:
-        """The lock holder of a member folder another live process trains, if any."""
-        from mcmi.engine.lock import lock_holder
-
-        for r in self.members:
-            h = lock_holder(r.out_dir)
-            if h is not None:
-                return h
-        return None
-
-    def finished(self) -> bool:
-        return all(read_summary(r.out_dir) is not None for r in self.members)
-
-
-def cohort_key(run: PlannedRun) -> str | None:
-    """The grouping key of a planned run (runs with equal keys form one cohort), or None for a
-    run that trains alone: teachers, baselines, runs without a teacher, cached teacher logits.
-    The key holds the shared settings and the run's dependencies, so a cohort waits for one set
-    of runs (HSAKD students, which also need the teacher's heads, form their own cohorts)."""
-    cfg = run.config
-    if run.stage not in COHORT_STAGES or cfg.teacher is None or cfg.train.teacher_cache_views:
-        return None
-    from mcmi.engine.state import jsonable
-
-    return json.dumps(jsonable({"shared": shared_settings(cfg), "deps": sorted(run.deps)}), sort_keys=True)
-
-
-def group_cohorts(runs: Sequence[PlannedRun]) -> list[PlannedRun | CohortUnit]:
-    """``runs`` with every group of two or more runs of one :func:`cohort_key` replaced by a
-    :class:`CohortUnit` at its first member's place (order otherwise kept)."""
-    groups: dict[str, list[PlannedRun]] = {}
-    for run in runs:
-        key = cohort_key(run)
-        if key is not None:
-            groups.setdefault(key, []).append(run)
-    units: list[PlannedRun | CohortUnit] = []
-    placed: set[str] = set()
-    for run in runs:
-        key = cohort_key(run)
-        if key is None or len(groups[key]) == 1:
-            units.append(run)
-        elif key not in placed:
-            placed.add(key)
-            units.append(CohortUnit(tuple(groups[key])))
-    return units
-
-
-def run_unit(unit: CohortUnit, root: str | Path, failed: set[str]) -> list[RunOutcome]:
-    """Train a cohort in this process as :func:`~mcmi.experiments.table1.run_grid` trains a run:
-    done members are skipped, members whose dependencies did not finish are blocked (and added
-    to ``failed``), the others are trained together; a failure is the member's alone."""
-    outcomes: list[RunOutcome] = []
-    todo: list[tuple[PlannedRun, str]] = []
-    for run in unit.members:
-        before = run_status(run)
-        if before == "done":
-            drift = config_drift(run)
-            if drift:
-                log.warning("cohort: %s: done, skipped, but its recipe changed since: %s (delete the folder "
-                            "to retrain)", run.key, ", ".join(drift))
-            outcomes.append(RunOutcome(run.key, before, "skipped"))
-            continue
-        blocked = [d for d in run.deps if d in failed or read_summary(Path(root) / d) is None]
-        if blocked:
-            msg = f"needs {blocked[0]}, which did not finish"
-            log.error("cohort: %s: blocked: %s", run.key, msg)
-            failed.add(run.key)
-            outcomes.append(RunOutcome(run.key, before, "blocked", msg))
-            continue
-        todo.append((run, before))
-    if not todo:
-        return outcomes
-    log.info("cohort of %d: %s", len(todo), ", ".join(r.key for r, _ in todo))
-    t0 = time.perf_counter()
-    try:
-        results = train_cohort([r.config for r, _ in todo], names=[r.key for r, _ in todo])
-    except Exception as err:  # noqa: BLE001 -- what all members share failed (e.g. the data)
-        for run, _ in todo:
-            write_error(run.out_dir, err)
-        results = {r.key: err for r, _ in todo}
-    wall = time.perf_counter() - t0
-    for run, before in todo:
-        res = results[run.key]
-        if isinstance(res, BaseException):
-            failed.add(run.key)
-            outcomes.append(RunOutcome(run.key, before, "failed", f"{type(res).__name__}: {res}", wall))
-        else:
-            outcomes.append(RunOutcome(run.key, before, "done", "", wall))
-    return outcomes
-
-
-def unit_job(unit: CohortUnit) -> dict[str, Any]:
-    """What a sweep job does with a cohort: train its unfinished members together; raise
-    :class:`CohortFailed` (after the others finished) when some failed."""
-    todo = [r for r in unit.members if read_summary(r.out_dir) is None]
-    if not todo:
-        return {}
-    results = train_cohort([r.config for r in todo], names=[r.key for r in todo])
-    bad = {k: v for k, v in results.items() if isinstance(v, BaseException)}
-    if bad:
-        raise CohortFailed("; ".join(f"{k}: {type(v).__name__}: {v}" for k, v in bad.items()))
-    return {k: {f: v.get(f) for f in ("best_acc", "last_acc", "epochs")} for k, v in results.items()}  # type: ignore[union-attr]
-
-
-def member_outcomes(unit: CohortUnit, unit_outcome: RunOutcome, before: Mapping[str, str]) -> list[RunOutcome]:
-    """The per-member outcomes of a cohort the sweep scheduler ran as one unit: members done
-    before are skipped, the others done or failed by their own files, all blocked if it was."""
-    out = []
-    for run in unit.members:
-        if before.get(run.key) == "done":
-            out.append(RunOutcome(run.key, "done", "skipped"))
-        elif unit_outcome.result == "blocked":
-            out.append(RunOutcome(run.key, before.get(run.key, ""), "blocked", unit_outcome.message))
-        elif read_summary(run.out_dir) is not None:
-            result = "skipped" if unit_outcome.result == "skipped" else "done"
-            out.append(RunOutcome(run.key, before.get(run.key, ""), result, unit_outcome.message if result ==
-                                  "skipped" else "", unit_outcome.wall_s))
-        else:
-            err = run.out_dir / "error.txt"
-            lines = err.read_text(errors="replace").strip().splitlines() if err.is_file() else []
-            out.append(RunOutcome(run.key, before.get(run.key, ""), "failed",
-                                  lines[0] if lines else unit_outcome.message, unit_outcome.wall_s))
-    return out
-
-
-__all__ = ["COHORT_STAGES", "SHARED_FIELDS", "CohortFailed", "CohortUnit", "check_cohort", "cohort_configs",
-           "cohort_key", "group_cohorts", "member_outcomes", "run_unit", "shared_settings", "split_member_overrides",
-           "train_cohort", "unit_job", "write_error"]
+__all__ = ["COHORT_STAGES", "SHARED_FIELDS", "CohortFailed", "check_cohort", "cohort_configs", "shared_settings",
+           "split_member_overrides", "train_cohort"]

@@ -5,7 +5,7 @@ Two kinds, both applied by :func:`apply_student_defaults` (the one place that de
 - the student's initial learning rate by architecture (:data:`STUDENT_LR`: 0.01 for
   MobileNetV2 and the ShuffleNets, A.8.2 and RepDistiller's ``train_student.py``, which the
   paper's code keeps), where every other CIFAR model starts at the shared schedule's 0.05;
-- a distiller's weights per teacher/student pair (the method module's ``PAIR_DEFAULTS``: DKD's
+- a distiller's weights per teacher/student pair (the method class's ``pair_defaults``: DKD's
   beta, ReviewKD's loss weight; :mod:`mcmi.methods.pair_defaults` says where each comes from).
 
 Callers: ``mcmi distill`` and ``mcmi sweep --recipe`` (through :func:`load_run_config`, when the

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from mcmi.losses.at import at_loss_multi
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
-from mcmi.methods.modules import classification_terms, make_config
+from mcmi.methods.modules import classification_terms
 
 
 @dataclass
@@ -32,9 +32,11 @@ class AT(Distiller):
     deepest ones are ignored (RepDistiller's ``zip``). Feature methods need (N, C, H, W) stages.
     """
 
-    def __init__(self, student, teacher, **weights) -> None:
-        super().__init__(student, teacher)
-        self.cfg = make_config(ATConfig, weights, "at")
+    options = ATConfig
+    display_name = "AT"
+
+    def __init__(self, student, teacher, **options) -> None:
+        super().__init__(student, teacher, **options)
         if min(len(student.stage_channels), len(teacher.stage_channels)) < 2:
             raise ValueError("AT needs at least one stage after the stem in both models")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mcmi.config import FieldError
 from mcmi.losses.cc import cc_loss, cc_loss_repdistiller
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
-from mcmi.methods.modules import LinearEmbed, classification_terms, make_config
+from mcmi.methods.modules import LinearEmbed, classification_terms
 
 
 @dataclass
@@ -36,17 +37,21 @@ class CCConfig:
     kd_weight: float = 0.0
     temperature: float = 4.0
 
+    def __post_init__(self) -> None:
+        if self.kernel not in ("repdistiller", "rbf"):
+            raise FieldError("kernel", f"must be 'repdistiller' or 'rbf', got {self.kernel!r}")
+
 
 @register_method("cc")
 class CC(Distiller):
     """CC distiller (Peng et al., ICCV 2019): ``ce_weight CE + cc_weight CC(embed_s(pooled_s),
     embed_t(pooled_t))`` with trainable 128-dim linear embeddings on both sides."""
 
-    def __init__(self, student, teacher, **weights) -> None:
-        super().__init__(student, teacher)
-        self.cfg = make_config(CCConfig, weights, "cc")
-        if self.cfg.kernel not in ("repdistiller", "rbf"):
-            raise ValueError(f"cc kernel must be 'repdistiller' or 'rbf', got {self.cfg.kernel!r}")
+    options = CCConfig
+    display_name = "CC"
+
+    def __init__(self, student, teacher, **options) -> None:
+        super().__init__(student, teacher, **options)
         self.embed_s = LinearEmbed(student.num_features, self.cfg.feat_dim)
         self.embed_t = LinearEmbed(teacher.num_features, self.cfg.feat_dim)
 

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from mcmi.losses.dkd import dkd_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
-from mcmi.methods.modules import make_config, warmup_factor
-from mcmi.methods.pair_defaults import PairDefault
+from mcmi.methods.metadata import PairDefault, PairTable
+from mcmi.methods.modules import warmup_factor
 
 
 @dataclass
@@ -17,7 +17,7 @@ class DKDConfig:
     """mdistiller's ``CFG.DKD`` (the DKD authors' code): CE weight 1, alpha 1, beta 8, T 4,
     linear warm-up over 20 epochs. The MCMI paper's A.8.2 says its weight was picked from
     {0.2, 1, 2, 4, 8} "consistent with the official implementation", i.e. beta per pair: see
-    :data:`PAIR_DEFAULTS` (from mdistiller's ``configs/cifar100/dkd/*.yaml`` and
+    ``DKD.pair_defaults`` (:data:`PAIR_DEFAULTS`, from mdistiller's ``configs/cifar100/dkd/*.yaml`` and
     ``configs/imagenet/r34_r18/dkd.yaml``; for a Table 1 pair mdistiller has no config for, the
     value of the nearest pair it has, flagged as such)."""
 
@@ -32,14 +32,10 @@ class DKDConfig:
 _MD = "mdistiller configs/cifar100/dkd/"
 _MD_DEFAULT = "no DKD section: mdistiller/engine/cfg.py CFG.DKD.BETA 8.0"
 
-#: The keys :data:`PAIR_DEFAULTS` sets; a pair it does not list keeps :class:`DKDConfig`'s values.
-PAIR_WEIGHT_KEYS = ("beta",)
-PAIR_CONFIG_CLASS = DKDConfig
-CLASS_DEFAULT_SOURCE = "DKDConfig default beta 8.0 (mdistiller/engine/cfg.py CFG.DKD.BETA)"
-
 #: DKD's beta per teacher/student pair (zoo names of mcmi): the paper's 12 CIFAR-100 Table 1
-#: pairs, mdistiller's other CIFAR-100 pair and its ImageNet pair. Pinned in tests/test_table1.py.
-PAIR_DEFAULTS: dict[tuple[str, str], PairDefault] = {
+#: pairs, mdistiller's other CIFAR-100 pair and its ImageNet pair. Pinned in
+#: tests/test_student_defaults.py. A pair it does not list keeps :class:`DKDConfig`'s beta.
+PAIR_DEFAULTS = PairTable({
     # same architecture family
     ("resnet56", "resnet20"): PairDefault({"beta": 2.0}, True, _MD + "res56_res20.yaml (DKD.BETA: 2.0)"),
     ("resnet110", "resnet20"): PairDefault(
@@ -64,14 +60,7 @@ PAIR_DEFAULTS: dict[tuple[str, str], PairDefault] = {
     ("imagenet_resnet34", "imagenet_resnet18"): PairDefault(
         {"beta": 0.5, "temperature": 1.0, "warmup": 1.0}, True,
         "mdistiller configs/imagenet/r34_r18/dkd.yaml (DKD.BETA: 0.5, T: 1.0, WARMUP: 1)"),
-}
-
-
-def pair_defaults(teacher_name: str, student_name: str) -> dict[str, float]:
-    """DKD weights for a (teacher, student) pair of zoo names; ``{}`` if not listed (the entry's
-    source and official/nearest-pair flag: ``PAIR_DEFAULTS[(teacher, student)]``)."""
-    entry = PAIR_DEFAULTS.get((teacher_name, student_name))
-    return dict(entry.values) if entry is not None else {}
+}, weight_keys=("beta",), class_default_source="DKDConfig default beta 8.0 (mdistiller/engine/cfg.py CFG.DKD.BETA)")
 
 
 @register_method("dkd")
@@ -79,11 +68,10 @@ class DKD(Distiller):
     """DKD distiller (Zhao et al., CVPR 2022): ``ce_weight CE + min(1, (epoch+1)/warmup)
     (alpha TCKD + beta NCKD)`` (0-based epochs)."""
 
+    options = DKDConfig
+    display_name = "DKD"
+    pair_defaults = PAIR_DEFAULTS
     teacher_signal = "logits"
-
-    def __init__(self, student, teacher, **weights) -> None:
-        super().__init__(student, teacher)
-        self.cfg = make_config(DKDConfig, weights, "dkd")
 
     def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
         cfg = self.cfg

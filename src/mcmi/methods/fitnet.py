@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from mcmi.losses.fitnet import hint_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
-from mcmi.methods.modules import ConvRegressor, classification_terms, make_config
+from mcmi.methods.modules import ConvRegressor, classification_terms
 from mcmi.models.base import probe_features
 
 
@@ -19,6 +19,8 @@ class FitNetConfig:
 
     ``hint_layer`` indexes ``Features.stages`` (0 = stem), as RepDistiller's feature list does.
     ``kd_weight`` > 0 adds Hinton's KD term (RepDistiller's ``-a``); 0 by default.
+    ``image_shape``: the input's shape, for the one probe forward that sizes the regressor (the
+    training run passes its data set's).
     """
 
     ce_weight: float = 1.0
@@ -26,6 +28,7 @@ class FitNetConfig:
     hint_layer: int = 2
     kd_weight: float = 0.0
     temperature: float = 4.0
+    image_shape: tuple[int, ...] = (3, 32, 32)
 
 
 @register_method("fitnet")
@@ -33,12 +36,13 @@ class FitNet(Distiller):
     """FitNets distiller (Romero et al., ICLR 2015): ``ce_weight CE + hint_weight MSE(r(s_h), t_h)``
     on stage ``hint_layer``, ``r`` a :class:`~mcmi.methods.modules.ConvRegressor`."""
 
-    def __init__(
-        self, student, teacher, image_shape: tuple[int, ...] = (3, 32, 32), **weights
-    ) -> None:
-        super().__init__(student, teacher)
-        self.cfg = make_config(FitNetConfig, weights, "fitnet")
-        fs, ft = probe_features(student, image_shape), probe_features(teacher, image_shape)
+    options = FitNetConfig
+    display_name = "FitNet"
+
+    def __init__(self, student, teacher, **options) -> None:
+        super().__init__(student, teacher, **options)
+        shape = self.cfg.image_shape
+        fs, ft = probe_features(student, shape), probe_features(teacher, shape)
         h = self.cfg.hint_layer
         n = min(len(fs.stages), len(ft.stages))
         if not -n <= h < n:

@@ -30,12 +30,9 @@ class KD(Distiller):
     as on unlabeled data (the semi-supervised protocol of paper A.9, after Chen et al. 2020b).
     """
 
+    options = KDConfig
+    display_name = "KD"
     teacher_signal = "logits"
-
-    def __init__(self, student, teacher, ce_weight: float = 0.1, kd_weight: float = 0.9,
-                 temperature: float = 4.0, student_temperature: float | None = None):
-        super().__init__(student, teacher)
-        self.cfg = KDConfig(ce_weight, kd_weight, temperature, student_temperature)
 
     def required_fields(self) -> tuple[str, ...]:
         return ("image", "label") if self.cfg.ce_weight else ("image",)
@@ -52,11 +49,18 @@ class KD(Distiller):
         return StepOutput(logits, losses)
 
 
+@dataclass
+class SoftTargetConfig:
+    """Eq. 20 has no weight to set: the soft-target student takes no options."""
+
+
 @register_method("soft_target")
 class SoftTarget(Method):
     """Eq. 20: cross-entropy against a per-sample target distribution given in ``batch["target"]``
     (ground-truth P*, a teacher's outputs, or one-hot), as in the paper's Table 5."""
 
+    options = SoftTargetConfig
+    display_name = "Soft target"
     batch_keys = ("image", "target")
     tuple_fields = ("image", "target")
 

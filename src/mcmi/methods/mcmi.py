@@ -16,12 +16,14 @@ Centroid policies:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mcmi.config import FieldError
 from mcmi.data.batch import as_batch, require_fields
 from mcmi.losses.cmi import kl_to_centroids
 from mcmi.methods.base import Batch, Method, StepOutput, register_method
@@ -32,9 +34,33 @@ from mcmi.models.wrap import infer_num_classes
 _Q_FLOOR = 1e-8
 
 
+@dataclass
+class MCMIConfig:
+    """``lam``: lambda of eq. 14, 0.15 by default (the paper tunes it per teacher, Table 6);
+    ``centroids``: ``"frozen"`` (the paper's code) or ``"ema"`` with ``ema_momentum`` (module
+    notes); ``centroid_mode``: the mode the model is in for the centroid pass, ``"train"`` (the
+    paper's code) or ``"eval"``; ``num_classes``: the centroids' class count (default: the
+    model's)."""
+
+    lam: float = 0.15
+    centroids: str = "frozen"
+    ema_momentum: float = 0.99
+    centroid_mode: str = "train"
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.lam < 0:
+            raise FieldError("lam", f"must be >= 0 (MCMI maximizes CMI), got {self.lam}")
+        if self.centroids not in ("frozen", "ema"):
+            raise FieldError("centroids", f"must be 'frozen' or 'ema', got {self.centroids!r}")
+        if self.centroid_mode not in ("train", "eval"):
+            raise FieldError("centroid_mode", f"must be 'train' or 'eval', got {self.centroid_mode!r}")
+
+
 @register_method("mcmi")
 class MCMI(Method):
-    """Fine-tunes ``model`` to maximize log-likelihood + ``lam`` * CMI (eq. 14).
+    """Fine-tunes ``model`` to maximize log-likelihood + ``lam`` * CMI (eq. 14); options:
+    :class:`MCMIConfig`.
 
     ``model``: any ``nn.Module`` mapping images to logits. ``num_classes`` defaults to the
     model's (a zoo model's ``num_classes``, else the width of its last ``nn.Linear``); pass it
@@ -42,27 +68,12 @@ class MCMI(Method):
     logits.
     """
 
-    def __init__(
-        self,
-        model,
-        lam: float = 0.15,
-        centroids: str = "frozen",
-        ema_momentum: float = 0.99,
-        centroid_mode: str = "train",
-        num_classes: int | None = None,
-    ) -> None:
-        super().__init__(model)
-        if lam < 0:
-            raise ValueError(f"lam must be >= 0 (MCMI maximizes CMI), got {lam}")
-        if centroids not in ("frozen", "ema"):
-            raise ValueError(f"centroids must be 'frozen' or 'ema', got {centroids!r}")
-        if centroid_mode not in ("train", "eval"):
-            raise ValueError(f"centroid_mode must be 'train' or 'eval', got {centroid_mode!r}")
-        self.lam = lam
-        self.policy = centroids
-        self.ema_momentum = ema_momentum
-        self.centroid_mode = centroid_mode
-        c = _num_classes(model, num_classes)
+    options = MCMIConfig
+    display_name = "MCMI"
+
+    def __init__(self, model, **options) -> None:
+        super().__init__(model, **options)
+        c = _num_classes(model, self.cfg.num_classes)
         self.register_buffer("centroids", torch.full((c, c), 1.0 / c))
         self.register_buffer("prepared", torch.zeros((), dtype=torch.bool))
 
@@ -77,7 +88,7 @@ class MCMI(Method):
         device = self.centroids.device
         c = self.centroids.shape[0]
         with preserved_state(self.model):
-            self.model.train(self.centroid_mode == "train")
+            self.model.train(self.cfg.centroid_mode == "train")
             for raw in loader:
                 batch = as_batch(raw)
                 require_fields(batch, ("image", "label"), "MCMI.prepare")
@@ -106,13 +117,14 @@ class MCMI(Method):
             raise RuntimeError("MCMI needs its class centroids: call prepare(train_loader) first")
         labels = batch["label"]
         logits = self.model(batch["image"])
-        if self.policy == "ema" and self.training:
+        ema = self.cfg.centroids == "ema"
+        if ema and self.training:
             self._ema_update(logits.detach(), labels)
-        log_q = torch.log(self.centroids.clamp_min(_Q_FLOOR)) if self.policy == "ema" else torch.log(self.centroids)
+        log_q = torch.log(self.centroids.clamp_min(_Q_FLOOR)) if ema else torch.log(self.centroids)
         ce = F.cross_entropy(logits, labels)
         cmi = kl_to_centroids(logits, labels, log_q)
         # The minus sign is the method: eq. 14 *maximizes* CMI. A plus here minimizes it.
-        return StepOutput(logits, {"ce": ce, "cmi": -self.lam * cmi})
+        return StepOutput(logits, {"ce": ce, "cmi": -self.cfg.lam * cmi})
 
     @torch.no_grad()
     def _ema_update(self, logits: Tensor, labels: Tensor) -> None:
@@ -122,7 +134,7 @@ class MCMI(Method):
         counts = torch.bincount(labels, minlength=c).float()
         present = counts > 0
         batch_q = sums[present] / counts[present, None]
-        m = self.ema_momentum
+        m = self.cfg.ema_momentum
         self.centroids[present] = m * self.centroids[present] + (1 - m) * batch_q
 
 

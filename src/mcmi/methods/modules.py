@@ -9,9 +9,7 @@ buffers reach checkpoints through ``state_dict()`` without per-method code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import fields
-from typing import Any, TypeVar
+from collections.abc import Iterable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,20 +17,8 @@ from torch import Tensor, nn
 from mcmi.losses._precision import fp32_loss
 from mcmi.losses.kd import kd_loss
 
-C = TypeVar("C")
-
 
 # --------------------------------------------------------------------------------------- helpers
-def make_config(config_cls: type[C], overrides: Mapping[str, Any], method: str) -> C:
-    """Build a method's weight dataclass from keyword overrides; unknown names are an error that
-    lists the valid ones (a typo must not silently fall back to a default)."""
-    names = {f.name for f in fields(config_cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise TypeError(f"{method}: unknown option(s) {unknown}; valid: {sorted(names)}")
-    return config_cls(**overrides)
-
-
 def warmup_factor(epoch: int, warmup_epochs: float) -> float:
     """Linear warm-up of a loss weight: ``min(1, (epoch + 1) / warmup_epochs)`` for the 0-based
     ``epoch`` the trainer passes; this equals mdistiller's ``min(epoch / warmup, 1)`` with its

@@ -2,8 +2,9 @@
 
 The MCMI paper (A.8.2) takes DKD's beta and ReviewKD's loss weight "consistent with the official
 implementation", i.e. per pair from the methods' authors' configs. Those configs cover only some
-of the paper's Table 1 pairs, so each entry of a method's ``PAIR_DEFAULTS`` says where its value
-comes from:
+of the paper's Table 1 pairs, so each entry of a method's table (its class attribute
+``pair_defaults``, a :class:`~mcmi.methods.metadata.PairTable` of
+:class:`~mcmi.methods.metadata.PairDefault`) says where its value comes from:
 
 - ``official``: the authors give a config for this very pair (file and value in ``source``);
 - ``nearest-pair``: they do not; the value is the one they give for the nearest pair
@@ -13,45 +14,19 @@ Nearest pair, in this order: the same teacher with a student of the same family;
 teacher; else a teacher of the same family, or of similar stage widths, in a pair of the same
 kind (same family / across architectures), preferring the value most of those pairs share.
 
-A pair without an entry gets the method's class defaults (``DKDConfig``, ``ReviewKDConfig``);
+A pair without an entry gets the method's option defaults (``DKDConfig``, ``ReviewKDConfig``);
 reports mark those cells too (:func:`pair_default_status`).
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from mcmi.methods.base import METHODS, Method
+from mcmi.methods.metadata import PairDefault, PairTable
+
 OFFICIAL, NEAREST, CLASS_DEFAULT = "official", "nearest-pair", "class-default"
-
-
-@dataclass(frozen=True)
-class PairDefault:
-    """Weights of one (teacher, student) pair and where they come from."""
-
-    values: Mapping[str, Any]
-    official: bool
-    source: str  # file and value, e.g. "mdistiller configs/cifar100/dkd/res56_res20.yaml (DKD.BETA: 2.0)"
-    source_pair: tuple[str, str] | None = None  # nearest-pair entries: the authors' pair used
-    reason: str = ""  # nearest-pair entries: why that pair
-
-    def __post_init__(self) -> None:
-        if not self.official and self.source_pair is None:
-            raise ValueError("a nearest-pair entry must name its source pair")
-
-    @property
-    def status(self) -> str:
-        return OFFICIAL if self.official else NEAREST
-
-    def describe(self) -> str:
-        """One line: the values, the flag, the source (and the source pair for a fallback)."""
-        values = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.values.items())
-        if self.official:
-            return f"{values}: official ({self.source})"
-        t, s = self.source_pair or ("?", "?")
-        return (f"{values}: no official config for this pair; the value of the nearest pair {t}→{s} "
-                f"({self.source}){'; ' + self.reason if self.reason else ''}")
 
 
 @dataclass(frozen=True)
@@ -72,34 +47,36 @@ class PairDefaultStatus:
         return self.status != OFFICIAL
 
 
-def method_module(method: str):
-    """The module that defines registered ``method`` (None if unknown)."""
-    from mcmi.methods import METHODS
-
-    try:
-        cls = METHODS.get(method)
-    except KeyError:
-        return None
-    return sys.modules.get(getattr(cls, "__module__", ""))
+def _method(method: str | type[Method]) -> type[Method] | None:
+    if not isinstance(method, str):
+        return method
+    return METHODS.get(method) if method in METHODS else None
 
 
-def pair_default_entry(method: str, teacher: str, student: str) -> PairDefault | None:
-    """The ``PAIR_DEFAULTS`` entry of ``method``'s module for the pair (None: none listed)."""
-    table = getattr(method_module(method), "PAIR_DEFAULTS", None)
-    entry = table.get((teacher, student)) if isinstance(table, Mapping) else None
+def pair_table(method: str | type[Method]) -> Mapping[tuple[str, str], PairDefault]:
+    """The ``pair_defaults`` of ``method`` (a registered name or a method class; empty when it
+    sets no weights per pair or is unknown)."""
+    cls = _method(method)
+    table = getattr(cls, "pair_defaults", None)
+    return table if isinstance(table, Mapping) else {}
+
+
+def pair_default_entry(method: str | type[Method], teacher: str, student: str) -> PairDefault | None:
+    """The ``pair_defaults`` entry of ``method`` for the pair (None: none listed)."""
+    entry = pair_table(method).get((teacher, student))
     return entry if isinstance(entry, PairDefault) else None
 
 
-def has_pair_defaults(method: str) -> bool:
-    """Whether ``method`` sets weights per pair (its module has a ``PAIR_DEFAULTS`` table)."""
-    return isinstance(getattr(method_module(method), "PAIR_DEFAULTS", None), Mapping)
+def has_pair_defaults(method: str | type[Method]) -> bool:
+    """Whether ``method`` sets weights per pair (its ``pair_defaults`` lists any pair)."""
+    return bool(pair_table(method))
 
 
 def pair_default_status(method: str, teacher: str, student: str, explicit: Mapping[str, Any] | None = None,
                         use_table: bool = True) -> PairDefaultStatus | None:
     """How ``method``'s per-pair weights are set for ``teacher -> student``: from the table
     (official or nearest-pair) or, for a pair it does not list (or without ``use_table``), the
-    class defaults. Keys in ``explicit`` (method arguments the user set) are left out; None when
+    option defaults. Keys in ``explicit`` (method arguments the user set) are left out; None when
     the method has no per-pair weights or the user set all of them."""
     if not has_pair_defaults(method):
         return None
@@ -111,15 +88,15 @@ def pair_default_status(method: str, teacher: str, student: str, explicit: Mappi
             return None
         return PairDefaultStatus(method, teacher, student, entry.status, values, entry.source,
                                  entry.source_pair, entry.reason)
-    module = method_module(method)
-    keys = tuple(getattr(module, "PAIR_WEIGHT_KEYS", ()))
-    defaults = getattr(module, "CLASS_DEFAULT_SOURCE", "the method's class defaults")
-    cfg_cls = getattr(module, "PAIR_CONFIG_CLASS", None)
-    values = {k: getattr(cfg_cls, k) for k in keys if cfg_cls is not None and hasattr(cfg_cls, k) and k not in explicit}
+    cls, table = _method(method), pair_table(method)
+    keys = tuple(getattr(table, "weight_keys", ()) or sorted({k for e in table.values() for k in e.values}))
+    defaults = {f.name: f.default for f in fields(cls.options)} if getattr(cls, "options", None) else {}
+    values = {k: defaults[k] for k in keys if k in defaults and k not in explicit}
     if not values:
         return None
-    return PairDefaultStatus(method, teacher, student, CLASS_DEFAULT, values, defaults)
+    source = getattr(table, "class_default_source", "") or f"{cls.__name__}'s option defaults"
+    return PairDefaultStatus(method, teacher, student, CLASS_DEFAULT, values, source)
 
 
-__all__ = ["CLASS_DEFAULT", "NEAREST", "OFFICIAL", "PairDefault", "PairDefaultStatus", "has_pair_defaults",
-           "method_module", "pair_default_entry", "pair_default_status"]
+__all__ = ["CLASS_DEFAULT", "NEAREST", "OFFICIAL", "PairDefault", "PairDefaultStatus", "PairTable",
+           "has_pair_defaults", "pair_default_entry", "pair_default_status", "pair_table"]

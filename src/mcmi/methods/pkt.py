@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mcmi.losses.pkt import pkt_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
-from mcmi.methods.modules import classification_terms, make_config
+from mcmi.methods.modules import classification_terms
 
 
 @dataclass
@@ -25,9 +25,8 @@ class PKT(Distiller):
     """PKT distiller (Passalis & Tefas, ECCV 2018): ``ce_weight CE + pkt_weight PKT(pooled_s,
     pooled_t)`` on the pooled features (RepDistiller's ``feat[-1]``)."""
 
-    def __init__(self, student, teacher, **weights) -> None:
-        super().__init__(student, teacher)
-        self.cfg = make_config(PKTConfig, weights, "pkt")
+    options = PKTConfig
+    display_name = "PKT"
 
     def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
         cfg = self.cfg

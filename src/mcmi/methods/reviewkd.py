@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from mcmi.losses.reviewkd import hcl_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
-from mcmi.methods.modules import classification_terms, make_config, spatial_sizes, warmup_factor
-from mcmi.methods.pair_defaults import PairDefault
+from mcmi.methods.metadata import PairDefault, PairTable
+from mcmi.methods.modules import classification_terms, spatial_sizes, warmup_factor
 from mcmi.models.base import probe_features
 
 
@@ -102,10 +102,11 @@ class ReviewKDConfig:
     (``CIFAR-100/script/reviewKD.sh``: 5.0 for five of its eight pairs) and mdistiller's
     ``configs/cifar100/reviewkd.yaml``; warm-up 20 epochs (``--kd-warm-up``); fusion width
     ``min(512, C)``. The MCMI paper's A.8.2 picks the weight from {0.6, 1, 5, 8} "consistent
-    with the official implementation": see :data:`PAIR_DEFAULTS` (official per-pair values, or
+    with the official implementation": see ``ReviewKD.pair_defaults`` (:data:`PAIR_DEFAULTS`: official per-pair values, or
     for a Table 1 pair the authors give none for, the nearest pair's, flagged). ``student_preact`` uses the
     student's pre-ReLU maps (mdistiller: False on CIFAR, True on ImageNet); the teacher side is
-    always pre-ReLU, as in both codes."""
+    always pre-ReLU, as in both codes. ``image_shape``: the input's shape, for the one probe
+    forward that sizes the fusion (the training run passes its data set's)."""
 
     ce_weight: float = 1.0
     reviewkd_weight: float = 5.0
@@ -114,6 +115,7 @@ class ReviewKDConfig:
     max_mid_channels: int = 512
     kd_weight: float = 0.0
     temperature: float = 4.0
+    image_shape: tuple[int, ...] = (3, 32, 32)
 
 
 #: The ReviewKD authors' CIFAR-100 script (dvlab-research/ReviewKD, commit cede6ea): the
@@ -123,16 +125,10 @@ _RK_NEAREST_WIDE = ("no pair of VGG13 or ResNet50 in the authors' script; its wi
                     "(64-256 channels; VGG13 has 64-512, ResNet50 256-2048), and its pairs use 5.0-8.0 where "
                     "the thin resnet56/110 teachers (16-64 channels) use 0.6-1.0")
 
-#: The keys :data:`PAIR_DEFAULTS` sets; a pair it does not list keeps :class:`ReviewKDConfig`'s values.
-PAIR_WEIGHT_KEYS = ("reviewkd_weight",)
-PAIR_CONFIG_CLASS = ReviewKDConfig
-CLASS_DEFAULT_SOURCE = ("ReviewKDConfig default reviewkd_weight 5.0 (the value of five of the eight pairs of "
-                        "ReviewKD CIFAR-100/script/reviewKD.sh and of mdistiller configs/cifar100/reviewkd.yaml)")
-
 #: ReviewKD's loss weight per teacher/student pair (zoo names of mcmi): the paper's 12 CIFAR-100
 #: Table 1 pairs, the script's other pairs and mdistiller's ImageNet pair. Pinned in
-#: tests/test_table1.py.
-PAIR_DEFAULTS: dict[tuple[str, str], PairDefault] = {
+#: tests/test_student_defaults.py. A pair it does not list keeps :class:`ReviewKDConfig`'s weight.
+PAIR_DEFAULTS = PairTable({
     # same architecture family
     ("resnet56", "resnet20"): PairDefault(
         {"reviewkd_weight": 0.6}, True, f"{_RK} (resnet20 <- resnet56: --kd-loss-weight 0.6)"),
@@ -180,14 +176,9 @@ PAIR_DEFAULTS: dict[tuple[str, str], PairDefault] = {
         {"reviewkd_weight": 1.0, "warmup": 1.0, "student_preact": True}, True,
         "mdistiller configs/imagenet/r34_r18/reviewkd.yaml (REVIEWKD_WEIGHT: 1.0, WARMUP_EPOCHS: 1, "
         "STU_PREACT: True)"),
-}
-
-
-def pair_defaults(teacher_name: str, student_name: str) -> dict[str, float | bool]:
-    """ReviewKD weights for a (teacher, student) pair of zoo names; ``{}`` if not listed (the
-    entry's source and official/nearest-pair flag: ``PAIR_DEFAULTS[(teacher, student)]``)."""
-    entry = PAIR_DEFAULTS.get((teacher_name, student_name))
-    return dict(entry.values) if entry is not None else {}
+}, weight_keys=("reviewkd_weight",), class_default_source=(
+    "ReviewKDConfig default reviewkd_weight 5.0 (the value of five of the eight pairs of "
+    "ReviewKD CIFAR-100/script/reviewKD.sh and of mdistiller configs/cifar100/reviewkd.yaml)"))
 
 
 @register_method("reviewkd")
@@ -205,12 +196,14 @@ class ReviewKD(Distiller):
     residual sums) for a WRN-d-k.
     """
 
-    def __init__(
-        self, student, teacher, image_shape: tuple[int, ...] = (3, 32, 32), **weights
-    ) -> None:
-        super().__init__(student, teacher)
-        self.cfg = make_config(ReviewKDConfig, weights, "reviewkd")
-        fs, ft = probe_features(student, image_shape), probe_features(teacher, image_shape)
+    options = ReviewKDConfig
+    display_name = "ReviewKD"
+    pair_defaults = PAIR_DEFAULTS
+
+    def __init__(self, student, teacher, **options) -> None:
+        super().__init__(student, teacher, **options)
+        shape = self.cfg.image_shape
+        fs, ft = probe_features(student, shape), probe_features(teacher, shape)
         if len(fs.stages) != len(ft.stages) or len(fs.stages) < 2:
             raise ValueError(
                 "ReviewKD pairs levels one to one: student has "

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from mcmi.losses.rkd import rkd_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
-from mcmi.methods.modules import classification_terms, make_config
+from mcmi.methods.modules import classification_terms
 
 
 @dataclass
@@ -29,9 +29,8 @@ class RKD(Distiller):
     """RKD distiller (Park et al., CVPR 2019): ``ce_weight CE + rkd_weight (25 RKD-D + 50 RKD-A)``
     on the pooled features."""
 
-    def __init__(self, student, teacher, **weights) -> None:
-        super().__init__(student, teacher)
-        self.cfg = make_config(RKDConfig, weights, "rkd")
+    options = RKDConfig
+    display_name = "RKD"
 
     def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
         cfg = self.cfg

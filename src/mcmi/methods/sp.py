@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mcmi.losses.sp import sp_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
-from mcmi.methods.modules import classification_terms, make_config
+from mcmi.methods.modules import classification_terms
 
 
 @dataclass
@@ -25,9 +25,8 @@ class SP(Distiller):
     """SP distiller (Tung & Mori, ICCV 2019): ``ce_weight CE + sp_weight SP(stages_s[-1],
     stages_t[-1])`` on the last stage maps (RepDistiller's ``feat[-2]``)."""
 
-    def __init__(self, student, teacher, **weights) -> None:
-        super().__init__(student, teacher)
-        self.cfg = make_config(SPConfig, weights, "sp")
+    options = SPConfig
+    display_name = "SP"
 
     def forward(self, batch: Batch, epoch: int = 0) -> StepOutput:
         cfg = self.cfg

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mcmi.losses.vid import vid_loss
 from mcmi.methods.base import Batch, Distiller, StepOutput, register_method
-from mcmi.methods.modules import classification_terms, make_config
+from mcmi.methods.modules import classification_terms
 
 
 # ------------------------------------------------------------------ VID's variational regressor
@@ -76,9 +76,11 @@ class VID(Distiller):
     :class:`~mcmi.methods.vid.VIDRegressor` per pair of
     ``stages[1:]`` (RepDistiller's ``feat[1:-1]``); middle width = the teacher's channels."""
 
-    def __init__(self, student, teacher, **weights) -> None:
-        super().__init__(student, teacher)
-        self.cfg = make_config(VIDConfig, weights, "vid")
+    options = VIDConfig
+    display_name = "VID"
+
+    def __init__(self, student, teacher, **options) -> None:
+        super().__init__(student, teacher, **options)
         pairs = list(zip(student.stage_channels[1:], teacher.stage_channels[1:]))
         if not pairs:
             raise ValueError("VID needs at least one stage after the stem in both models")

@@ -1,5 +1,8 @@
 """The one interface every model of the zoo implements, and the model registry.
 
+The families register into :data:`MODELS` with :func:`register_model`; building by name
+(``create_model``) lives in :mod:`mcmi.models.zoo`, which imports every family.
+
 Distillers never attach hooks: a model returns its intermediate features itself
 (mdistiller's convention), through :meth:`FeatureModel.forward_features`.
 """
@@ -8,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -92,21 +94,6 @@ class FeatureModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x).logits
-
-
-def create_model(name: str, num_classes: int, **kwargs: Any) -> FeatureModel:
-    """Build a registered model by name, e.g. ``create_model("resnet20", num_classes=100)``."""
-    import mcmi.models  # noqa: F401  (registers the zoo)
-
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return MODELS.build(name, num_classes=num_classes, **kwargs)
-
-
-def list_models() -> list[str]:
-    import mcmi.models  # noqa: F401
-
-    return MODELS.names()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mcmi.engine.checkpoint import (
+from mcmi.checkpoint import (
     CheckpointError,
     check_checkpoint,
     is_mcmi_checkpoint,
@@ -35,7 +35,9 @@ from mcmi.engine.checkpoint import (
     read_torch_file,
     save_checkpoint,
 )
+from mcmi.io import atomic_write, torch_save
 from mcmi.models.keymaps import LAYOUTS, TOOLKITS, Layout, rename_keys
+from mcmi.models.zoo import create_model, list_models
 
 #: Where other toolkits' training scripts put the state dict inside the saved dict.
 WRAPPER_KEYS = ("model", "state_dict", "net", "model_state_dict")
@@ -226,8 +228,6 @@ def infer_num_classes(sd: Mapping[str, Tensor], arch: str) -> tuple[int, str] | 
 def _meta_state_dict(arch: str) -> dict[str, Tensor] | None:
     """``arch``'s state dict on the meta device (shapes only; 2 classes), or None for a model that
     needs arguments beyond ``num_classes``. Cached: a process builds each architecture once."""
-    from mcmi.models.base import create_model
-
     try:
         with torch.device("meta"):
             return create_model(arch, num_classes=2).state_dict()
@@ -251,8 +251,6 @@ def fitting_archs(sd: Mapping[str, Tensor]) -> list[str]:
     """Registered architectures (with the layout) into which ``sd`` loads strictly, for hints.
 
     Only architectures whose layout names the file's classifier are built (on the meta device)."""
-    from mcmi.models.base import list_models
-
     out = []
     for arch in list_models():
         found = infer_num_classes(sd, arch)
@@ -281,8 +279,6 @@ def export_state_dict(model: nn.Module, arch: str, to: str) -> dict[str, Tensor]
 def write_weights(path: str | Path, model: nn.Module, arch: str, to: str, meta: Mapping[str, Any]) -> Path:
     """Write ``model`` as ``to`` (one of :data:`OUTPUT_FORMATS`); ``meta``: arch, num_classes,
     arch_args and what else an mcmi checkpoint should record."""
-    from mcmi.io import atomic_write, torch_save
-
     if to not in OUTPUT_FORMATS:
         raise ValueError(f"unknown output format {to!r}; known: {', '.join(OUTPUT_FORMATS)}")
     sd = export_state_dict(model, arch, to)

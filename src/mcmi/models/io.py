@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcmi.models.base import MODELS, FeatureModel, create_model
+from mcmi.checkpoint import CheckpointError
+from mcmi.models import formats
+from mcmi.models.base import FeatureModel
+from mcmi.models.zoo import MODELS, create_model
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +63,6 @@ def load_weights(path: str | Path, arch: str | None = None, num_classes: int | N
     records other statistics (it was trained on other data, e.g. a Tiny-ImageNet teacher on
     CIFAR-100, both 100 classes) a warning names the file and both.
     """
-    from mcmi.engine.checkpoint import CheckpointError
-    from mcmi.models import formats
-
     wf = formats.read_weights(path)
     if wf.is_mcmi:
         meta = dict(wf.meta)
@@ -132,8 +132,6 @@ def convert(src: str | Path, dst: str | Path, arch: str | None = None, num_class
     ``safetensors`` when ``dst`` ends in ``.safetensors``), ``repdistiller``, ``torchvision``,
     ``state_dict`` or ``safetensors`` (see :func:`mcmi.models.formats.write_weights`).
     """
-    from mcmi.models import formats
-
     to = to or ("safetensors" if str(dst).endswith(".safetensors") else "mcmi")
     if to not in formats.OUTPUT_FORMATS:
         raise formats.ConversionError(dst, f"unknown output format {to!r}; known: {', '.join(formats.OUTPUT_FORMATS)}")

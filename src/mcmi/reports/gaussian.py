@@ -5,22 +5,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from mcmi.reports.paper import PAPER_TABLE5
 from mcmi.reports.plots import grouped_bars, save_figure
 from mcmi.reports.tables import fmt_mean_std, markdown_table, mean_std
 
 TARGET_NAMES = {"ground_truth": "Ground truth", "mcmi": "MCMI KD", "mll": "MLL KD", "one_hot": "One-hot"}
-
-# Paper Table 5 (accuracy %, Pdist), read from the paper's text: mean (std) per delta.
-PAPER_TABLE5 = {
-    0.5: {"acc": {"ground_truth": 57.21, "mcmi": 57.02, "mll": 56.32, "one_hot": 55.48},
-          "pdist": {"ground_truth": 0.0, "mcmi": 13.25, "mll": 14.41, "one_hot": 41.23}},
-    1.0: {"acc": {"ground_truth": 69.68, "mcmi": 69.32, "mll": 68.88, "one_hot": 67.76},
-          "pdist": {"ground_truth": 0.0, "mcmi": 9.02, "mll": 9.65, "one_hot": 34.52}},
-    2.0: {"acc": {"ground_truth": 76.98, "mcmi": 76.54, "mll": 76.15, "one_hot": 75.71},
-          "pdist": {"ground_truth": 0.0, "mcmi": 4.42, "mll": 4.77, "one_hot": 7.11}},
-    4.0: {"acc": {"ground_truth": 81.68, "mcmi": 81.60, "mll": 81.57, "one_hot": 81.44},
-          "pdist": {"ground_truth": 0.0, "mcmi": 2.44, "mll": 2.54, "one_hot": 3.18}},
-}
 
 
 def _by_delta(results: dict) -> dict[float, list[dict]]:

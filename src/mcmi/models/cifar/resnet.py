@@ -13,52 +13,7 @@ from torch.nn import functional as F
 
 from mcmi.models._util import global_avg_pool, init_weights_
 from mcmi.models.base import FeatureModel, Features, register_model
-
-
-def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers plus a shortcut (identity, or 1x1 conv-BN when the shape changes),
-    followed by ReLU. Shared with the ImageNet ResNet-18/34, whose block is the same."""
-
-    expansion = 1
-
-    def __init__(self, in_ch: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(in_ch, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_ch != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_ch, planes, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
-            )
-
-    def residual_sum(self, x: Tensor) -> Tensor:
-        """The block's output before its final ReLU."""
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return out + shortcut
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.residual_sum(x).relu_()  # the sum is a fresh tensor: in place is safe
-
-    def forward_preact(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        pre = self.residual_sum(x)
-        return F.relu(pre), pre
-
-
-def run_stage(stage: nn.Sequential, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Run a stage of blocks, returning the last block's ``(output, pre-ReLU output)``."""
-    for block in stage[:-1]:
-        x = block(x)
-    return stage[-1].forward_preact(x)
+from mcmi.models.resnet_blocks import BasicBlock, conv3x3, run_stage
 
 
 class CifarResNet(FeatureModel):

@@ -10,8 +10,8 @@ name) and the final layer (``linear`` there, ``classifier`` here).
 from __future__ import annotations
 
 from mcmi.models.base import register_model
-from mcmi.models.cifar.resnet import BasicBlock
-from mcmi.models.imagenet.resnet import Bottleneck, ImageNetResNet
+from mcmi.models.imagenet.resnet import ImageNetResNet
+from mcmi.models.resnet_blocks import BasicBlock, Bottleneck
 
 
 @register_model("resnet18")

@@ -11,43 +11,7 @@ from torch.nn import functional as F
 
 from mcmi.models._util import global_avg_pool, init_weights_
 from mcmi.models.base import FeatureModel, Features, register_model
-from mcmi.models.cifar.resnet import BasicBlock, run_stage
-
-
-class Bottleneck(nn.Module):
-    """1x1 reduce-BN-ReLU, 3x3 (strided) conv-BN-ReLU, 1x1 expand (x4)-BN, plus shortcut, ReLU."""
-
-    expansion = 4
-
-    def __init__(self, in_ch: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        out_ch = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out_ch, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
-            )
-
-    def residual_sum(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return out + shortcut
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.residual_sum(x).relu_()
-
-    def forward_preact(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        pre = self.residual_sum(x)
-        return F.relu(pre), pre
+from mcmi.models.resnet_blocks import BasicBlock, Bottleneck, run_stage
 
 
 class ImageNetResNet(FeatureModel):

@@ -1,5 +1,8 @@
 """Crash-safe checkpoint files: atomic writes, a kept previous version, and validated loading.
 
+The file format sits below the models and the engine: the trainer writes and resumes from these
+files, and :mod:`mcmi.models.io` reads the trained model out of them.
+
 Writing (:func:`save_checkpoint`): the state goes to a temporary file in the target's folder,
 is fsync'ed, the current file (if any) is kept as ``<stem>.prev<suffix>`` (``last.pt`` ->
 ``last.prev.pt``), and the temporary file is renamed over the target with ``os.replace``. At
