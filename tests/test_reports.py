@@ -113,8 +113,8 @@ def test_header_counts_runs_and_outcomes(tmp_path):
     assert lines[4].startswith("- code: ") and lines[5].startswith("- written: ")
     assert lines[6:] == ["- runs: 4 (2 done, 1 partial, 1 todo)", "  - failed: `r2`: RuntimeError: boom",
                          "  - blocked: `r3`: needs r2", "- data: `npz`", ""]
-    block = common.header_block("T", "", "mcmi.somewhere.run", None, "unknown (no checkout)")
-    assert block[:6] == ["# T", "", "Command:", "", "    (library call: mcmi.somewhere.run)", ""]
+    block = common.header_block("T", "", None, "unknown (no checkout)")
+    assert block[:6] == ["# T", "", "Command:", "", "    (library call: mcmi.grid.experiment.run_experiment)", ""]
     assert block[6] == "Commit: `unknown (no checkout)`  " and block[7].startswith("Written: ") and block[8] == ""
 
 

@@ -87,9 +87,7 @@ def plan(cfg: BinaryConfig) -> list[PlannedRun]:
 
 EXPERIMENT = Experiment(
     command="binary", config_cls=BinaryConfig, default_config="binary_cifar", plan=plan,
-    report="mcmi.reports.binary",
-    listing_root=lambda cfg: cfg.name, only_example="task=cifar-2x5,method=kd,seed=0",
-    description=__doc__.split("\n\n")[0])
+    report="mcmi.reports.binary", listing_root=lambda cfg: cfg.name)
 
 __all__ = ["EXPERIMENT", "BinaryConfig", "BinaryTask", "plan"]
 

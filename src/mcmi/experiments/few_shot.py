@@ -48,7 +48,6 @@ class FewShotConfig(ShotGridConfig):
 
 EXPERIMENT = Experiment(
     command="few-shot", config_cls=FewShotConfig, default_config="few_shot_cifar100",
-    plan=lambda cfg: plan_cells(cfg, cfg.cells()), report="mcmi.reports.few_shot",
-    only_example="cell=frac0.05,method=kd,seed=0", description=__doc__.split("\n\n")[0])
+    plan=lambda cfg: plan_cells(cfg, cfg.cells()), report="mcmi.reports.few_shot")
 
 __all__ = ["EXPERIMENT", "FewShotConfig"]

@@ -83,8 +83,6 @@ def plan(cfg: SemiSupervisedConfig) -> list[PlannedRun]:
 
 EXPERIMENT = Experiment(
     command="semi-supervised", config_cls=SemiSupervisedConfig, default_config="semi_supervised_cifar10",
-    plan=plan, report="mcmi.reports.semi_supervised", listing_root=lambda cfg: cfg.name,
-    only_example="cell=labeled0.01,kind=mcmi,seed=0",
-    description=__doc__.split("\n\n")[0])
+    plan=plan, report="mcmi.reports.semi_supervised", listing_root=lambda cfg: cfg.name)
 
 __all__ = ["EXPERIMENT", "SemiSupervisedConfig", "plan"]

@@ -91,8 +91,6 @@ def plan(cfg: Table1Config) -> list[PlannedRun]:
 
 EXPERIMENT = Experiment(
     command="table1", config_cls=Table1Config, default_config="table1_cifar100", plan=plan,
-    report="mcmi.reports.table1",
-    only_example="method=kd|dkd,pair=resnet56-resnet20,seed=0",
-    description="paper Table 1: students of MLL vs MCMI teachers, pairs x methods x seeds")
+    report="mcmi.reports.table1")
 
 __all__ = ["EXPERIMENT", "PairSpec", "Table1Config", "plan"]

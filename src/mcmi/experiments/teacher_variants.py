@@ -162,7 +162,6 @@ def measure(cfg: TeacherVariantsConfig, runs: Sequence[PlannedRun]) -> None:
 
 EXPERIMENT = Experiment(
     command="teacher-variants", config_cls=TeacherVariantsConfig, default_config="teacher_variants_cifar100",
-    plan=plan, report="mcmi.reports.teacher_variants", measure=measure, only_example="kind=mcmi-lam0.05,seed=0",
-    description=__doc__.split("\n\n")[0])
+    plan=plan, report="mcmi.reports.teacher_variants", measure=measure)
 
 __all__ = ["EXPERIMENT", "TeacherVariant", "TeacherVariantsConfig", "measure", "plan"]

@@ -127,7 +127,6 @@ def measure(cfg: ZeroShotConfig, runs: Sequence[PlannedRun]) -> None:
 
 EXPERIMENT = Experiment(
     command="zero-shot", config_cls=ZeroShotConfig, default_config="zero_shot_cifar100",
-    plan=lambda cfg: plan_cells(cfg, cfg.cells()), report="mcmi.reports.zero_shot", measure=measure,
-    only_example="cell=drop5,kind=mcmi,seed=0", description=__doc__.split("\n\n")[0])
+    plan=lambda cfg: plan_cells(cfg, cfg.cells()), report="mcmi.reports.zero_shot", measure=measure)
 
 __all__ = ["EXPERIMENT", "ZeroShotConfig", "ensure_class_eval", "evaluate_student", "measure"]

@@ -35,8 +35,6 @@ class Experiment:
     report: str
     measure: Callable[[Any, Sequence[PlannedRun]], None] | None = None
     listing_root: Callable[[Any], str] | None = None
-    only_example: str = "method=kd,kind=mcmi,seed=0"
-    description: str = ""
 
     def write_report(self, cfg: Any, runs: Sequence[PlannedRun], *, command: str = "",
                      outcomes: Sequence[RunOutcome] = ()) -> Path:
