@@ -61,7 +61,6 @@ def _show(v: Any) -> str:
     return json.dumps(v) if not isinstance(v, str) else repr(v)
 
 
-
 def _plain(v: Any) -> Any:
     if isinstance(v, Mapping):
         return {str(k): _plain(x) for k, x in v.items()}

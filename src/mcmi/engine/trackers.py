@@ -62,7 +62,6 @@ class TrackerUnavailable(ConfigError):
     """A tracker named in ``train.loggers`` whose package is not installed."""
 
 
-
 def metric_tag(key: str) -> str | None:
     """The grouped tracker name of a metrics-row column (None: not a metric)."""
     if key in ("epoch", "global_step"):

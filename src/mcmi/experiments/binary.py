@@ -11,7 +11,6 @@ KD / AT / CC / VID, 5 runs. The report puts the tasks side by side in Table 13's
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 
 from mcmi.experiments.shots import ShotGridConfig
@@ -19,7 +18,6 @@ from mcmi.grid.builder import RunBuilder, pair_grid
 from mcmi.grid.experiment import Experiment
 from mcmi.grid.plan import PlannedRun
 
-log = logging.getLogger(__name__)
 
 @dataclass
 class BinaryTask:

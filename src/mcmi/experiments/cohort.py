@@ -5,9 +5,9 @@ per batch (:mod:`mcmi.engine.cohort` is the engine).
   recipe into one :class:`~mcmi.experiments.train.RunConfig` per method (``OUT/<method>``,
   each a normal run folder), :func:`train_cohort` trains them together.
 - The grids (``table1``, ``few-shot``, ``zero-shot``, ..., ``sweep``) with ``--cohort``:
-  :func:`group_cohorts` groups the planned students that can share a teacher pass into
-  :class:`CohortUnit` objects, trained by :func:`run_unit` in this process or as one
-  submitit job per cohort (:class:`~mcmi.experiments.sweep.TrainJob`). The run folders, their
+  :func:`mcmi.grid.cohorts.group_cohorts` groups the planned students that can share a teacher
+  pass into units, each one job of the grid's scheduler (:class:`~mcmi.grid.jobs.TrainJob`, in
+  this process or as a submitit job) that calls :func:`train_cohort`. The run folders, their
   paths and files are those of the separate runs.
 
 Members of one cohort must agree on what the shared loader and teacher pass depend on

@@ -17,7 +17,6 @@ students see the whole training set. Normalization statistics come from the whol
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +25,6 @@ from mcmi.experiments.train import DataSpec
 from mcmi.grid.builder import RunBuilder, pair_grid
 from mcmi.grid.experiment import Experiment
 from mcmi.grid.plan import PlannedRun
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,8 +59,6 @@ class SemiSupervisedConfig(ShotGridConfig):
     def labeled_data(self, fraction: float) -> DataSpec:
         return dataclasses.replace(self.data, train_fraction=float(fraction), fraction_mode=self.labeled_mode,
                                    epoch_length=self.labeled_epoch_length)
-
-
 
 
 def plan(cfg: SemiSupervisedConfig) -> list[PlannedRun]:

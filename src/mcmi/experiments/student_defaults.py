@@ -10,7 +10,7 @@ Two kinds, both applied by :func:`apply_student_defaults` (the one place that de
 
 Callers: ``mcmi distill`` and ``mcmi sweep --recipe`` (through :func:`load_run_config`, when the
 recipe names a teacher) and the experiment grids (Table 1 and every grid built on it, for its
-students and student baselines: :func:`mcmi.experiments.table1.expand_grid`).
+students and student baselines: :class:`mcmi.grid.builder.RunBuilder`).
 
 **Explicit settings always win.** A key counts as set explicitly when it comes from
 

@@ -9,7 +9,6 @@ declare those arguments, so nothing here branches on method names.
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -25,8 +24,6 @@ from mcmi.experiments.data_spec import (  # noqa: F401  (the run layer's public 
     regroup_classes,
     subset_indices,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

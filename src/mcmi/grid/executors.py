@@ -79,8 +79,6 @@ class ExecutorSpec:
             raise ValueError(f"slurm: write the keys without the slurm_ prefix ({bad[0]!r})")
 
 
-
-
 class _DoneJob:
     """The handle of a job :class:`InProcessExecutor` ran: finished when submitted."""
 
@@ -182,7 +180,6 @@ def gpu_slots(gpus: Sequence[int], runs_per_gpu: int = 1) -> list[int]:
     """The pool of GPU slots of ``runs_per_gpu`` runs per GPU: ``[0, 1, .., G-1]`` repeated, so the
     first ``K * G`` runs go to GPU ``i mod G``; a finished run's slot goes to the next run."""
     return [g for _ in range(max(1, runs_per_gpu)) for g in gpus]
-
 
 
 __all__ = ["EXECUTORS", "ExecutorSpec", "InProcessExecutor", "gpu_slots", "local_gpus", "local_threads",

@@ -4,15 +4,12 @@ every grid command does (``mcmi table1``, ``zero-shot``, ``few-shot``, ``binary`
 ``semi-supervised``, ``teacher-variants``); :mod:`mcmi.grid.command` is their one command line."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mcmi.grid.executors import ExecutorSpec
 from mcmi.grid.plan import PlannedRun, RunOutcome, parse_only, select_runs
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ from typing import Any
 from mcmi.engine.rundir import read_summary, write_error
 from mcmi.grid.plan import PlannedRun
 
-log = logging.getLogger(__name__)
-
 
 def evaluate_teacher(run: PlannedRun, checkpoint: str | None = None, view: str | None = None,
                      seed: int | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from mcmi.config import ConfigError, flatten
-from mcmi.engine.rundir import error_note, run_status
+from mcmi.engine.rundir import error_note, read_summary, run_status
 
 #: stages of the runs that train a teacher (``--only stage=teacher`` selects them directly)
 TEACHER_STAGES = ("teacher", "mcmi", "prep")
@@ -62,6 +62,15 @@ class PlannedRun:
     def status(self) -> str:
         """``done`` (summary.json), ``partial`` (a checkpoint to resume from) or ``todo``."""
         return run_status(self.out_dir)
+
+    def finished(self) -> bool:
+        return read_summary(self.out_dir) is not None
+
+    def holder(self) -> dict | None:
+        """The live process training this run's folder (its ``run.lock``), if any."""
+        from mcmi.engine.lock import lock_holder
+
+        return lock_holder(self.out_dir)
 
 
 @dataclass
@@ -153,7 +162,6 @@ VOLATILE = ("out", "device", "model.weights", "teacher.weights", "train.progress
 def config_drift(run: PlannedRun, summary: Mapping | None = None) -> list[str]:
     """Settings of a finished run that differ from what the grid now asks (paths, device and
     progress bars aside): a done run is never retrained, so a changed recipe shows up here."""
-    from mcmi.engine.rundir import read_summary
     from mcmi.engine.state import jsonable
 
     summary = summary if summary is not None else read_summary(run.out_dir)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mcmi.engine.lock import describe, lock_holder
+from mcmi.engine.lock import describe
 from mcmi.engine.rundir import read_summary
 from mcmi.grid.executors import ExecutorSpec, gpu_slots, local_gpus, local_threads, make_executor
 from mcmi.grid.jobs import TrainJob, needs_teacher_eval
@@ -45,18 +45,6 @@ class _Running:
 def _members(run: Any) -> tuple[PlannedRun, ...] | None:
     """The member runs of a cohort (:class:`mcmi.grid.cohorts.CohortUnit`), None for a run."""
     return getattr(run, "members", None)
-
-
-def _status(run: Any) -> str:
-    return run.status()
-
-
-def _holder(run: Any) -> dict[str, Any] | None:
-    return run.holder() if _members(run) is not None else lock_holder(run.out_dir)
-
-
-def _finished(run: Any) -> bool:
-    return run.finished() if _members(run) is not None else read_summary(run.out_dir) is not None
 
 
 def _dep_folder(run: PlannedRun, dep: str) -> Path:
@@ -140,9 +128,9 @@ def run_plan(runs: Sequence[Any], spec: ExecutorSpec | None = None, *,
     elsewhere: list[PlannedRun] = []  # being trained by another process (a live run.lock): waited for
     member_before: dict[str, str] = {}
     for run in runs:
-        before[run.key] = _status(run)
+        before[run.key] = run.status()
         member_before.update({m.key: m.status() for m in _members(run) or ()})
-        holder = _holder(run)
+        holder = run.holder()
         if before[run.key] == "done" and not needs_teacher_eval(run):
             outcomes[run.key] = RunOutcome(run.key, "done", "skipped")
             log.info("grid: %s: done, skipped", run.key)
@@ -222,18 +210,18 @@ def run_plan(runs: Sequence[Any], spec: ExecutorSpec | None = None, *,
                  f" on GPUs {','.join(map(str, gpus))}" if gpus else "")
 
     def watch_elsewhere() -> None:
-        for run in [r for r in elsewhere if _holder(r) is None]:
+        for run in [r for r in elsewhere if r.holder() is None]:
             elsewhere.remove(run)
-            if _finished(run) and not needs_teacher_eval(run):
+            if run.finished() and not needs_teacher_eval(run):
                 ok.add(run.key)
                 outcomes[run.key] = RunOutcome(run.key, before[run.key], "skipped", "finished by another process")
                 log.info("grid: %s: finished by another process", run.key)
-            elif _finished(run):  # trained elsewhere; its teacher evaluation is still to write
+            elif run.finished():  # trained elsewhere; its teacher evaluation is still to write
                 notes[run.key] = "finished by another process"
-                before[run.key] = _status(run)
+                before[run.key] = run.status()
                 pending.insert(0, run)
             else:  # that process stopped early: resume the run here
-                before[run.key] = _status(run)
+                before[run.key] = run.status()
                 pending.insert(0, run)
 
     def settle(r: _Running) -> None:
@@ -241,7 +229,7 @@ def run_plan(runs: Sequence[Any], spec: ExecutorSpec | None = None, *,
         gpu_pool.extend(r.gpus)
         exc = r.job.exception()
         wall = time.time() - r.started
-        if exc is not None and _lock_error(exc) and _holder(run) is not None:
+        if exc is not None and _lock_error(exc) and run.holder() is not None:
             elsewhere.append(run)  # another process took the folder between our check and the job's start
             attempts[run.key] -= 1
             log.info("grid: %s: taken by another process: waiting for it", run.key)
@@ -304,7 +292,6 @@ def run_plan(runs: Sequence[Any], spec: ExecutorSpec | None = None, *,
                           ", ".join(f"{k} ({r.job.job_id})" for k, r in running.items()))
         raise
     return result()
-
 
 
 __all__ = ["run_plan"]
