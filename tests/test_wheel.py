@@ -92,4 +92,17 @@ def test_version_recipes_and_a_named_recipe_from_another_folder(installed):
     printed = _run([mcmi, "distill", "--config", "students/dkd", "teacher.name=resnet56", "teacher.weights=t.pt",
                     "model.name=resnet20", "--print-config"], cwd, env).stdout
     assert "method: dkd" in printed and "name: resnet56" in printed and "weights: t.pt" in printed
+    plan = _run([mcmi, "binary", "--config", "binary_cpu", "--dry-run", "--only", "task=tin-18-19"], cwd, env).stdout
+    assert "tin-18-19/students/" in plan and "tin-26-27" not in plan
     assert list(cwd.iterdir()) == []  # --dry-run and --print-config create nothing
+
+
+def test_a_plugin_method_with_the_wheel(installed, tmp_path):
+    """A method in a file of the user's, named by MCMI_PLUGINS, is registered in the wheel's mcmi."""
+    bin_dir, cwd, env = installed
+    plugin = tmp_path / "wheel_plugin_kd.py"
+    plugin.write_text("from mcmi.methods import KD, register_method\n\n"
+                      "@register_method('wheel_kd')\nclass WheelKD(KD):\n    display_name = 'WheelKD'\n")
+    code = "import mcmi; from mcmi.methods import display_name; print(mcmi.list_methods(), display_name('wheel_kd'))"
+    out = _run([bin_dir / "python", "-c", code], cwd, {**env, "MCMI_PLUGINS": str(plugin)}).stdout
+    assert "'wheel_kd'" in out and out.strip().endswith("WheelKD")
